@@ -1,0 +1,5 @@
+"""`python -m foxbatch`: the same as the `foxbatch` command."""
+
+from foxbatch.cli import main
+
+main()

@@ -1,0 +1,173 @@
+"""Pure domain: row states, the request a row sends, its validation, retry back-off. No I/O."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from foxbatch.errors import RowError
+
+MAX_PROMPT_CHARS = 100_000
+MAX_SYSTEM_CHARS = 10_000
+MODELS_REQUIRING_MAX_TOKENS = frozenset({"claude-opus-4-6", "claude-opus-4-7", "claude-sonnet-4-6"})
+MODELS_WITH_MIN_16_TOKENS = frozenset({"gpt-5.4", "gpt-5.5"})
+MIN_TOKENS_GPT5 = 16
+
+
+class RowStatus(enum.StrEnum):
+    """The life of one input row in the store (see design.md, "Rows and their states")."""
+
+    INVALID = "invalid"
+    QUEUED = "queued"
+    SUBMITTING = "submitting"
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ALL_STATUSES: tuple[str, ...] = tuple(s.value for s in RowStatus)
+TERMINAL_STATUSES = frozenset({"invalid", "succeeded", "failed", "cancelled"})
+ACTIVE_STATUSES = frozenset({"queued", "submitting", "pending"})
+
+
+class OnDoubt(enum.StrEnum):
+    """What to do with a submission that may or may not have created a task."""
+
+    RESUBMIT = "resubmit"
+    HOLD = "hold"
+
+
+IN_DOUBT_HELD_CODE = "in_doubt_held"
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """The body one row sends to POST /v1/llm/generations (text form or messages form)."""
+
+    model: str
+    prompt: str | None = None
+    messages: tuple[Mapping[str, Any], ...] | None = None
+    system_prompt: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    reasoning: bool | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON body to send; foxbatch always asks for an asynchronous, non-streamed task."""
+        body: dict[str, Any] = {"model": self.model}
+        if self.messages is not None:
+            body["messages"] = [dict(m) for m in self.messages]
+        else:
+            body["prompt"] = self.prompt
+            if self.system_prompt is not None:
+                body["system_prompt"] = self.system_prompt
+        for key in ("max_tokens", "temperature", "reasoning"):
+            value = getattr(self, key)
+            if value is not None:
+                body[key] = value
+        body.update(self.extra)
+        body["sync"] = False
+        body["stream"] = False
+        return body
+
+    def canonical_json(self) -> str:
+        """The body as canonical JSON (sorted keys, no spaces): what `request_hash` hashes."""
+        return canonical_json(self.to_body())
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> RequestSpec:
+        """Rebuild a spec from a stored body (the inverse of `to_body`)."""
+        known = {"model", "prompt", "messages", "system_prompt", "max_tokens", "temperature",
+                 "reasoning", "sync", "stream"}
+        messages = body.get("messages")
+        return cls(
+            model=body["model"],
+            prompt=body.get("prompt"),
+            messages=tuple(messages) if messages is not None else None,
+            system_prompt=body.get("system_prompt"),
+            max_tokens=body.get("max_tokens"),
+            temperature=body.get("temperature"),
+            reasoning=body.get("reasoning"),
+            extra={k: v for k, v in body.items() if k not in known},
+        )
+
+
+def canonical_json(value: Any) -> str:
+    """Serialise `value` canonically: sorted keys, compact separators, UTF-8 kept as is."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def request_hash(body_json: str) -> str:
+    """sha256 hex of a canonical request body."""
+    return hashlib.sha256(body_json.encode("utf-8")).hexdigest()
+
+
+def validate_request(spec: RequestSpec) -> None:
+    """Raise RowError naming the field if FoxAPI would refuse `spec` (foxapi.md §2)."""
+    if not isinstance(spec.model, str) or not spec.model.strip():
+        raise RowError("model is required", field="model")
+    if spec.messages is not None:
+        _validate_messages(spec.messages)
+    else:
+        _validate_prompt(spec.prompt, spec.system_prompt)
+    _validate_max_tokens(spec.model, spec.max_tokens)
+    _validate_temperature(spec.temperature)
+
+
+def _validate_prompt(prompt: object, system_prompt: object) -> None:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise RowError("prompt is empty", field="prompt")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise RowError(f"prompt has {len(prompt)} characters, more than {MAX_PROMPT_CHARS}",
+                       field="prompt")
+    if system_prompt is not None:
+        if not isinstance(system_prompt, str):
+            raise RowError("system_prompt must be a string", field="system_prompt")
+        if len(system_prompt) > MAX_SYSTEM_CHARS:
+            raise RowError(f"system_prompt has {len(system_prompt)} characters, more than "
+                           f"{MAX_SYSTEM_CHARS}", field="system_prompt")
+
+
+def _validate_messages(messages: tuple[Mapping[str, Any], ...]) -> None:
+    if not messages:
+        raise RowError("messages is empty", field="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
+            raise RowError(f"messages[{i}] needs a role and a content", field="messages")
+
+
+def _validate_max_tokens(model: str, max_tokens: object) -> None:
+    if max_tokens is None:
+        if model in MODELS_REQUIRING_MAX_TOKENS:
+            raise RowError(f"model {model} requires max_tokens", field="max_tokens")
+        return
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        raise RowError(f"max_tokens must be an integer, got {max_tokens!r}", field="max_tokens")
+    if max_tokens < 1:
+        raise RowError(f"max_tokens must be >= 1, got {max_tokens}", field="max_tokens")
+    if model in MODELS_WITH_MIN_16_TOKENS and max_tokens < MIN_TOKENS_GPT5:
+        raise RowError(f"model {model} needs max_tokens >= {MIN_TOKENS_GPT5}, got {max_tokens}",
+                       field="max_tokens")
+
+
+def _validate_temperature(temperature: object) -> None:
+    if temperature is None:
+        return
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise RowError(f"temperature must be a number, got {temperature!r}", field="temperature")
+    if not 0 <= temperature <= 2:
+        raise RowError(f"temperature must be in [0, 2], got {temperature}", field="temperature")
+
+
+def retry_delay(attempt: int, *, base: float = 2.0, cap: float = 300.0,
+                rng: random.Random | None = None) -> float:
+    """Seconds to wait before attempt `attempt + 1`: exponential back-off with full jitter."""
+    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
+    return (rng or random).uniform(ceiling / 2, ceiling)

@@ -1,0 +1,159 @@
+"""Plain records passed in and out of the repository: small, frozen, no behaviour."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Job:
+    """A named batch of rows."""
+
+    id: int
+    name: str
+    source: str | None
+    defaults: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """One input row on its way into the store (queued, or invalid with a reason)."""
+
+    row_key: str
+    row_index: int
+    input_json: str
+    request_json: str | None
+    request_hash: str | None
+    model: str | None
+    status: str = "queued"
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+@dataclass
+class AddResult:
+    """What one `add_items` call did."""
+
+    inserted: int = 0
+    present: int = 0
+    changed: list[str] = field(default_factory=list)
+    replaced: int = 0
+
+
+@dataclass(frozen=True)
+class SubmitClaim:
+    """A queued row claimed for submission: its attempt row is committed before the POST."""
+
+    item_id: int
+    job_id: int
+    row_key: str
+    request_json: str
+    request_hash: str
+    model: str | None
+    attempt: int
+    lease_token: str
+
+
+@dataclass(frozen=True)
+class PollClaim:
+    """A pending row claimed for one poll (its next_poll_at doubles as the lease)."""
+
+    item_id: int
+    job_id: int
+    task_id: str
+    model: str | None
+    attempt: int
+    polls: int
+    submitted_at: float | None
+    lease_token: str
+
+
+# Outcomes: what a worker learned about a claimed row. The repository applies a mixed batch of
+# them in one transaction (a group commit); each applies only if the row is still owned by the
+# same lease token and in the expected state (compare-and-set).
+
+
+@dataclass(frozen=True)
+class TaskCreated:
+    """The POST answered with a task id: submitting -> pending."""
+
+    item_id: int
+    lease_token: str
+    attempt: int
+    task_id: str
+    sent_at: float
+    next_poll_at: float
+
+
+@dataclass(frozen=True)
+class TaskSucceeded:
+    """The task completed with a result: pending -> succeeded."""
+
+    item_id: int
+    lease_token: str
+    attempt: int
+    result_json: str
+    output: str | None
+    finish_reason: str | None
+    result_model: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+    finished_at: float
+
+
+@dataclass(frozen=True)
+class PollLater:
+    """The task is not finished yet: stays pending, looked at again at `next_poll_at`."""
+
+    item_id: int
+    lease_token: str
+    next_poll_at: float
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """Try the row again at `next_attempt_at`: submitting|pending -> queued.
+
+    `attempt_outcome` is written on the attempt row; `in_doubt` counts an in-doubt resubmission.
+    """
+
+    item_id: int
+    lease_token: str
+    expected_status: str
+    attempt: int
+    attempt_outcome: str
+    next_attempt_at: float
+    error_code: str | None
+    error_message: str | None
+    http_status: int | None = None
+    in_doubt: bool = False
+
+
+@dataclass(frozen=True)
+class Fail:
+    """Give up on the row: submitting|pending -> failed with a code and a message."""
+
+    item_id: int
+    lease_token: str
+    expected_status: str
+    attempt: int
+    attempt_outcome: str
+    error_code: str
+    error_message: str
+    http_status: int | None = None
+    in_doubt: bool = False
+
+
+Outcome = TaskCreated | TaskSucceeded | PollLater | Requeue | Fail
+
+
+@dataclass
+class Applied:
+    """How many outcomes of a batch took effect; the rest were refused (lease lost)."""
+
+    applied: int = 0
+    refused: int = 0

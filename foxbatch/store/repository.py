@@ -1,0 +1,543 @@
+"""The repository: every SQL statement foxbatch runs lives here.
+
+Every state change is compare-and-set: an UPDATE conditioned on the expected status and, for a
+claimed row, on the lease token of the claim. A worker that lost its lease (it was paused, its
+lease expired and another worker took the row) changes nothing. Claims use FOR UPDATE SKIP LOCKED
+on PostgreSQL and BEGIN IMMEDIATE on SQLite, so two workers never claim the same row.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from foxbatch.errors import UnknownJobError
+from foxbatch.models import ACTIVE_STATUSES, ALL_STATUSES, IN_DOUBT_HELD_CODE, OnDoubt
+from foxbatch.store.engine import READ_ONLY
+from foxbatch.store.records import (
+    AddResult,
+    Applied,
+    Fail,
+    Job,
+    NewItem,
+    Outcome,
+    PollClaim,
+    PollLater,
+    Requeue,
+    SubmitClaim,
+    TaskCreated,
+    TaskSucceeded,
+)
+from foxbatch.store.tables import attempts, items, jobs
+
+INSERT_CHUNK = 5_000
+KEY_LOOKUP_CHUNK = 900
+
+
+def new_token() -> str:
+    """A fresh lease token (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+class Repository:
+    """All reads and writes of the task store, over one SQLAlchemy engine."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time):
+        self.engine = engine
+        self.clock = clock
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def ensure_job(self, name: str, *, source: str | None = None,
+                   defaults: dict[str, Any] | None = None) -> Job:
+        """Return the job called `name`, creating it first if it does not exist."""
+        now = self.clock()
+        stmt = self._insert(jobs).values(
+            name=name, source=source, defaults=json.dumps(defaults or {}, sort_keys=True),
+            created_at=now, updated_at=now,
+        ).on_conflict_do_nothing(index_elements=["name"])
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+            row = conn.execute(select(jobs).where(jobs.c.name == name)).mappings().one()
+        return _job(row)
+
+    def find_job(self, name: str) -> Job | None:
+        """The job called `name`, or None."""
+        with self._read() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.name == name)).mappings().first()
+        return _job(row) if row else None
+
+    def get_job(self, name: str) -> Job:
+        """The job called `name`; UnknownJobError if there is none."""
+        job = self.find_job(name)
+        if job is None:
+            raise UnknownJobError(f"no job named {name!r} in this database")
+        return job
+
+    def list_jobs(self) -> list[Job]:
+        """Every job, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(select(jobs).order_by(jobs.c.id)).mappings().all()
+        return [_job(r) for r in rows]
+
+    # -- ingest -----------------------------------------------------------------------------
+
+    def add_items(self, job_id: int, rows: Iterable[NewItem], *, replace: bool = False,
+                  chunk_size: int = INSERT_CHUNK) -> AddResult:
+        """Add rows idempotently by (job, row_key), streaming in chunks of `chunk_size`.
+
+        Keys already present are counted; those whose input or request changed are reported
+        in `changed` and, with `replace`, re-queued with the new content (unless in flight).
+        """
+        result = AddResult()
+        job_was_empty = not self._job_has_items(job_id)
+        iterator = iter(rows)
+        while chunk := list(islice(iterator, chunk_size)):
+            with self.engine.begin() as conn:
+                if job_was_empty:
+                    fresh = chunk
+                else:
+                    fresh = self._split_known(conn, job_id, chunk, replace, result)
+                inserted = self._insert_items(conn, job_id, fresh)
+                result.inserted += inserted
+                # A key that conflicted on insert was written meanwhile (or twice in the chunk).
+                result.present += len(fresh) - inserted
+        return result
+
+    def _job_has_items(self, job_id: int) -> bool:
+        with self._read() as conn:
+            return conn.execute(
+                select(items.c.id).where(items.c.job_id == job_id).limit(1)).first() is not None
+
+    def _insert_items(self, conn: Connection, job_id: int, rows: Sequence[NewItem]) -> int:
+        if not rows:
+            return 0
+        now = self.clock()
+        params = [{
+            "job_id": job_id, "row_key": r.row_key, "row_index": r.row_index,
+            "input": r.input_json, "request": r.request_json, "request_hash": r.request_hash,
+            "model": r.model, "status": r.status, "error_code": r.error_code,
+            "error_message": r.error_message, "next_attempt_at": 0.0 if r.status == "queued"
+            else None, "attempts": 0, "in_doubt_resubmits": 0, "polls": 0,
+            "created_at": now, "updated_at": now,
+        } for r in rows]
+        stmt = self._insert(items).on_conflict_do_nothing(index_elements=["job_id", "row_key"])
+        if conn.dialect.name == "postgresql":
+            # psycopg's batched executemany reports no rowcount; count the returned ids instead.
+            return len(conn.execute(stmt.returning(items.c.id), params).all())
+        return conn.execute(stmt, params).rowcount
+
+    def _split_known(self, conn: Connection, job_id: int, chunk: list[NewItem], replace: bool,
+                     result: AddResult) -> list[NewItem]:
+        """Return the rows of `chunk` whose key is new; account for the others in `result`."""
+        known: dict[str, RowMapping] = {}
+        keys = [r.row_key for r in chunk]
+        for start in range(0, len(keys), KEY_LOOKUP_CHUNK):
+            part = keys[start:start + KEY_LOOKUP_CHUNK]
+            stmt = select(items.c.id, items.c.row_key, items.c.input, items.c.request_hash,
+                          items.c.status).where(items.c.job_id == job_id,
+                                                items.c.row_key.in_(part))
+            known.update({r.row_key: r for r in conn.execute(stmt).mappings()})
+        fresh = []
+        for row in chunk:
+            old = known.get(row.row_key)
+            if old is None:
+                fresh.append(row)
+                continue
+            result.present += 1
+            if old["input"] != row.input_json or old["request_hash"] != row.request_hash:
+                result.changed.append(row.row_key)
+                if replace and self._replace_item(conn, old, row):
+                    result.replaced += 1
+        return fresh
+
+    def _replace_item(self, conn: Connection, old: RowMapping, row: NewItem) -> bool:
+        if old["status"] in ("submitting", "pending"):
+            return False
+        stmt = update(items).where(items.c.id == old["id"], items.c.status == old["status"])
+        done = conn.execute(stmt.values(
+            row_index=row.row_index, input=row.input_json, request=row.request_json,
+            request_hash=row.request_hash, model=row.model, status=row.status,
+            error_code=row.error_code, error_message=row.error_message,
+            next_attempt_at=0.0 if row.status == "queued" else None, attempts=0,
+            task_id=None, result=None, output=None, finish_reason=None, result_model=None,
+            prompt_tokens=None, completion_tokens=None, total_tokens=None,
+            finished_at=None, updated_at=self.clock(),
+        ))
+        return done.rowcount == 1
+
+    # -- claims -----------------------------------------------------------------------------
+
+    def claim_queued(self, owner: str, limit: int, *, lease_seconds: float,
+                     job_ids: Sequence[int] | None = None) -> list[SubmitClaim]:
+        """Claim up to `limit` due queued rows: queued -> submitting, with a lease and a new
+        attempt row, committed before anything is sent (crash rule 1)."""
+        if limit <= 0:
+            return []
+        now = self.clock()
+        token = new_token()
+        due = (select(items.c.id)
+               .where(items.c.status == "queued", items.c.next_attempt_at <= now,
+                      *_job_filter(job_ids))
+               .order_by(items.c.next_attempt_at, items.c.row_index)
+               .limit(limit).with_for_update(skip_locked=True).cte("due"))
+        stmt = (update(items)
+                .where(items.c.id == due.c.id, items.c.status == "queued")
+                .values(status="submitting", lease_owner=owner, lease_token=token,
+                        lease_until=now + lease_seconds, attempts=items.c.attempts + 1,
+                        error_code=None, error_message=None, updated_at=now)
+                .returning(items.c.id, items.c.job_id, items.c.row_key, items.c.request,
+                           items.c.request_hash, items.c.model, items.c.attempts))
+        with self.engine.begin() as conn:
+            rows = conn.execute(stmt).mappings().all()
+            if rows:
+                conn.execute(attempts.insert(), [
+                    {"item_id": r["id"], "number": r["attempts"], "worker": owner,
+                     "sent_at": now, "outcome": "sending", "in_doubt": False} for r in rows])
+        return sorted((SubmitClaim(
+            item_id=r["id"], job_id=r["job_id"], row_key=r["row_key"], request_json=r["request"],
+            request_hash=r["request_hash"], model=r["model"], attempt=r["attempts"],
+            lease_token=token) for r in rows), key=lambda c: c.item_id)
+
+    def claim_due_polls(self, owner: str, limit: int, *, lease_seconds: float,
+                        job_ids: Sequence[int] | None = None) -> list[PollClaim]:
+        """Claim up to `limit` pending rows whose next poll is due.
+
+        The claim moves next_poll_at `lease_seconds` ahead: if this worker dies, the row simply
+        becomes due again then (a visibility timeout); the new token fences late writes.
+        """
+        if limit <= 0:
+            return []
+        now = self.clock()
+        token = new_token()
+        due = (select(items.c.id)
+               .where(items.c.status == "pending", items.c.next_poll_at <= now,
+                      *_job_filter(job_ids))
+               .order_by(items.c.next_poll_at)
+               .limit(limit).with_for_update(skip_locked=True).cte("due"))
+        stmt = (update(items)
+                .where(items.c.id == due.c.id, items.c.status == "pending")
+                .values(lease_owner=owner, lease_token=token, lease_until=now + lease_seconds,
+                        next_poll_at=now + lease_seconds, polls=items.c.polls + 1,
+                        updated_at=now)
+                .returning(items.c.id, items.c.job_id, items.c.task_id, items.c.model,
+                           items.c.attempts, items.c.polls, items.c.submitted_at))
+        with self.engine.begin() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        return sorted((PollClaim(
+            item_id=r["id"], job_id=r["job_id"], task_id=r["task_id"], model=r["model"],
+            attempt=r["attempts"], polls=r["polls"], submitted_at=r["submitted_at"],
+            lease_token=token) for r in rows), key=lambda c: c.item_id)
+
+    def renew_leases(self, owner: str, tokens: Sequence[str], *, lease_seconds: float) -> int:
+        """Extend the leases of this owner's claims (heartbeat); returns rows still owned."""
+        if not tokens:
+            return 0
+        now = self.clock()
+        until = now + lease_seconds
+        stmt = (update(items)
+                .where(items.c.lease_owner == owner, items.c.lease_token.in_(list(tokens)),
+                       items.c.status.in_(("submitting", "pending")))
+                .values(lease_until=until,
+                        next_poll_at=_case_pending(until, items.c.next_poll_at)))
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount
+
+    # -- outcomes (group commit) ------------------------------------------------------------
+
+    def apply(self, outcomes: Sequence[Outcome]) -> Applied:
+        """Apply a mixed batch of outcomes in one transaction; each is compare-and-set."""
+        applied = Applied()
+        if not outcomes:
+            return applied
+        groups: dict[type, list[Any]] = defaultdict(list)
+        for outcome in outcomes:
+            groups[type(outcome)].append(outcome)
+        now = self.clock()
+        with self.engine.begin() as conn:
+            for kind, batch in groups.items():
+                done = _APPLIERS[kind](self, conn, batch, now)
+                applied.applied += done
+                applied.refused += len(batch) - done
+        return applied
+
+    def _apply_created(self, conn: Connection, batch: list[TaskCreated], now: float) -> int:
+        # The attempt row is ours alone: record the task id even if the row was taken from us,
+        # so that every task FoxAPI ever created for us is in the audit trail.
+        conn.execute(_attempt_update(task_id=bindparam("b_task_id"), outcome="created",
+                                     http_status=200, sent_at=bindparam("b_sent_at")),
+                     [{"b_item": o.item_id, "b_number": o.attempt, "b_task_id": o.task_id,
+                       "b_sent_at": o.sent_at} for o in batch])
+        stmt = _owned_update("submitting").values(
+            status="pending", task_id=bindparam("b_task_id"), submitted_at=bindparam("b_sent_at"),
+            next_poll_at=bindparam("b_next_poll"), lease_owner=None, lease_token=None,
+            lease_until=None, polls=0, updated_at=now)
+        return conn.execute(stmt, [
+            {"b_id": o.item_id, "b_token": o.lease_token, "b_task_id": o.task_id,
+             "b_sent_at": o.sent_at, "b_next_poll": o.next_poll_at} for o in batch]).rowcount
+
+    def _apply_succeeded(self, conn: Connection, batch: list[TaskSucceeded], now: float) -> int:
+        stmt = _owned_update("pending").values(
+            status="succeeded", result=bindparam("b_result"), output=bindparam("b_output"),
+            finish_reason=bindparam("b_finish"), result_model=bindparam("b_model"),
+            prompt_tokens=bindparam("b_pt"), completion_tokens=bindparam("b_ct"),
+            total_tokens=bindparam("b_tt"), finished_at=bindparam("b_finished"),
+            next_poll_at=None, lease_owner=None, lease_token=None, lease_until=None,
+            error_code=None, error_message=None, updated_at=now)
+        done = conn.execute(stmt, [
+            {"b_id": o.item_id, "b_token": o.lease_token, "b_result": o.result_json,
+             "b_output": o.output, "b_finish": o.finish_reason, "b_model": o.result_model,
+             "b_pt": o.prompt_tokens, "b_ct": o.completion_tokens, "b_tt": o.total_tokens,
+             "b_finished": o.finished_at} for o in batch]).rowcount
+        conn.execute(_attempt_update(outcome="succeeded", finished_at=bindparam("b_at")),
+                     [{"b_item": o.item_id, "b_number": o.attempt, "b_at": o.finished_at}
+                      for o in batch])
+        return done
+
+    def _apply_poll_later(self, conn: Connection, batch: list[PollLater], now: float) -> int:
+        stmt = _owned_update("pending").values(
+            next_poll_at=bindparam("b_next_poll"), lease_owner=None, lease_token=None,
+            lease_until=None, updated_at=now)
+        return conn.execute(stmt, [
+            {"b_id": o.item_id, "b_token": o.lease_token, "b_next_poll": o.next_poll_at}
+            for o in batch]).rowcount
+
+    def _apply_requeue(self, conn: Connection, batch: list[Requeue], now: float) -> int:
+        done = 0
+        for status, group in _by_status(batch).items():
+            stmt = _owned_update(status).values(
+                status="queued", next_attempt_at=bindparam("b_next"),
+                error_code=bindparam("b_code"), error_message=bindparam("b_message"),
+                in_doubt_resubmits=items.c.in_doubt_resubmits + bindparam("b_doubt"),
+                task_id=None, next_poll_at=None, lease_owner=None, lease_token=None,
+                lease_until=None, updated_at=now)
+            done += conn.execute(stmt, [
+                {"b_id": o.item_id, "b_token": o.lease_token, "b_next": o.next_attempt_at,
+                 "b_code": o.error_code, "b_message": o.error_message,
+                 "b_doubt": int(o.in_doubt)} for o in group]).rowcount
+        self._close_attempts(conn, batch, now)
+        return done
+
+    def _apply_fail(self, conn: Connection, batch: list[Fail], now: float) -> int:
+        done = 0
+        for status, group in _by_status(batch).items():
+            stmt = _owned_update(status).values(
+                status="failed", error_code=bindparam("b_code"),
+                error_message=bindparam("b_message"), next_poll_at=None, next_attempt_at=None,
+                lease_owner=None, lease_token=None, lease_until=None, finished_at=now,
+                updated_at=now)
+            done += conn.execute(stmt, [
+                {"b_id": o.item_id, "b_token": o.lease_token, "b_code": o.error_code,
+                 "b_message": o.error_message} for o in group]).rowcount
+        self._close_attempts(conn, batch, now)
+        return done
+
+    @staticmethod
+    def _close_attempts(conn: Connection, batch: Sequence[Requeue | Fail], now: float) -> None:
+        conn.execute(
+            _attempt_update(outcome=bindparam("b_outcome"), http_status=bindparam("b_http"),
+                            error=bindparam("b_error"), in_doubt=bindparam("b_doubt"),
+                            finished_at=now),
+            [{"b_item": o.item_id, "b_number": o.attempt, "b_outcome": o.attempt_outcome,
+              "b_http": o.http_status, "b_doubt": o.in_doubt,
+              "b_error": _attempt_error(o.error_code, o.error_message)} for o in batch])
+
+    # -- leases -----------------------------------------------------------------------------
+
+    def release_submit_claims(self, claims: Sequence[SubmitClaim]) -> int:
+        """Give back claims whose POST was never sent: submitting -> queued, attempt undone."""
+        if not claims:
+            return 0
+        now = self.clock()
+        stmt = _owned_update("submitting").values(
+            status="queued", attempts=items.c.attempts - 1, next_attempt_at=now,
+            lease_owner=None, lease_token=None, lease_until=None, updated_at=now)
+        params = [{"b_id": c.item_id, "b_token": c.lease_token} for c in claims]
+        with self.engine.begin() as conn:
+            done = conn.execute(stmt, params).rowcount
+            conn.execute(attempts.delete().where(
+                attempts.c.item_id == bindparam("b_item"),
+                attempts.c.number == bindparam("b_number"), attempts.c.outcome == "sending"),
+                [{"b_item": c.item_id, "b_number": c.attempt} for c in claims])
+        return done
+
+    def release_poll_claims(self, claims: Sequence[PollClaim]) -> int:
+        """Give back poll claims that were not polled: due again now."""
+        if not claims:
+            return 0
+        now = self.clock()
+        stmt = _owned_update("pending").values(
+            next_poll_at=now, polls=items.c.polls - 1, lease_owner=None, lease_token=None,
+            lease_until=None, updated_at=now)
+        with self.engine.begin() as conn:
+            return conn.execute(stmt, [{"b_id": c.item_id, "b_token": c.lease_token}
+                                       for c in claims]).rowcount
+
+    def rescue_expired(self, *, on_doubt: OnDoubt = OnDoubt.RESUBMIT,
+                       job_ids: Sequence[int] | None = None, limit: int = 1000) -> int:
+        """Rows left `submitting` by a dead worker (lease expired) are in doubt (crash rule 3):
+        re-queued and counted, or with `hold` failed with code in_doubt_held for a human."""
+        now = self.clock()
+        expired = (select(items.c.id)
+                   .where(items.c.status == "submitting", items.c.lease_until < now,
+                          *_job_filter(job_ids))
+                   .limit(limit).with_for_update(skip_locked=True).cte("expired"))
+        if on_doubt == OnDoubt.RESUBMIT:
+            values: dict[str, Any] = {
+                "status": "queued", "next_attempt_at": now,
+                "in_doubt_resubmits": items.c.in_doubt_resubmits + 1,
+                "error_code": "in_doubt", "error_message": "worker lease expired during submit"}
+        else:
+            values = {"status": "failed", "error_code": IN_DOUBT_HELD_CODE, "finished_at": now,
+                      "error_message": "worker lease expired during submit; held for review "
+                                       "(foxbatch retry JOB --code in_doubt_held resubmits)"}
+        stmt = (update(items)
+                .where(items.c.id == expired.c.id,
+                       items.c.status == "submitting", items.c.lease_until < now)
+                .values(lease_owner=None, lease_token=None, lease_until=None, updated_at=now,
+                        **values)
+                .returning(items.c.id, items.c.attempts))
+        with self.engine.begin() as conn:
+            rows = conn.execute(stmt).all()
+            if rows:
+                conn.execute(_attempt_update(outcome="in_doubt", in_doubt=True, finished_at=now,
+                                             error="worker lease expired"),
+                             [{"b_item": r.id, "b_number": r.attempts} for r in rows])
+        return len(rows)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def counts(self, job_id: int) -> dict[str, int]:
+        """Rows per state for one job, every state present (zeros included)."""
+        stmt = (select(items.c.status, func.count())
+                .where(items.c.job_id == job_id).group_by(items.c.status))
+        with self._read() as conn:
+            found = {status: n for status, n in conn.execute(stmt)}
+        return {status: int(found.get(status, 0)) for status in ALL_STATUSES}
+
+    def active_count(self, job_ids: Sequence[int] | None = None) -> int:
+        """Rows still queued, submitting or pending (work left to do)."""
+        total = 0
+        with self._read() as conn:
+            for status in sorted(ACTIVE_STATUSES):
+                stmt = select(func.count()).where(items.c.status == status,
+                                                  *_job_filter(job_ids))
+                total += conn.execute(stmt).scalar_one()
+        return total
+
+    def next_due_at(self, job_ids: Sequence[int] | None = None) -> float | None:
+        """When the next queued retry, poll or lease expiry falls due, or None if nothing will."""
+        filters = _job_filter(job_ids)
+        queries = [
+            select(func.min(items.c.next_attempt_at)).where(items.c.status == "queued", *filters),
+            select(func.min(items.c.next_poll_at)).where(items.c.status == "pending", *filters),
+            select(func.min(items.c.lease_until)).where(items.c.status == "submitting", *filters),
+        ]
+        with self._read() as conn:
+            found = [conn.execute(q).scalar_one() for q in queries]
+        times = [t for t in found if t is not None]
+        return min(times) if times else None
+
+    def iter_items(self, job_id: int, *, statuses: Sequence[str] | None = None,
+                   page: int = 2_000) -> Iterator[RowMapping]:
+        """Every item of a job in input order, read page by page (keyset pagination)."""
+        last = (-1, -1)
+        while True:
+            stmt = (select(items)
+                    .where(items.c.job_id == job_id,
+                           or_(items.c.row_index > last[0],
+                               and_(items.c.row_index == last[0], items.c.id > last[1])))
+                    .order_by(items.c.row_index, items.c.id).limit(page))
+            if statuses:
+                stmt = stmt.where(items.c.status.in_(list(statuses)))
+            with self._read() as conn:
+                rows = conn.execute(stmt).mappings().all()
+            yield from rows
+            if len(rows) < page:
+                return
+            last = (rows[-1]["row_index"], rows[-1]["id"])
+
+    def attempts_of(self, item_id: int) -> list[RowMapping]:
+        """The attempt rows of one item, oldest first."""
+        stmt = select(attempts).where(attempts.c.item_id == item_id).order_by(attempts.c.number)
+        with self._read() as conn:
+            return list(conn.execute(stmt).mappings().all())
+
+    def item_by_key(self, job_id: int, row_key: str) -> RowMapping | None:
+        """One item by its row key, or None."""
+        stmt = select(items).where(items.c.job_id == job_id, items.c.row_key == row_key)
+        with self._read() as conn:
+            return conn.execute(stmt).mappings().first()
+
+    def _read(self) -> Connection:
+        return self.engine.connect().execution_options(**READ_ONLY)
+
+
+def _job(row: RowMapping) -> Job:
+    return Job(id=row["id"], name=row["name"], source=row["source"],
+               defaults=json.loads(row["defaults"] or "{}"), created_at=row["created_at"],
+               updated_at=row["updated_at"])
+
+
+def _job_filter(job_ids: Sequence[int] | None) -> list[Any]:
+    return [] if job_ids is None else [items.c.job_id.in_(list(job_ids))]
+
+
+def _owned_update(expected_status: str) -> Any:
+    """UPDATE items for one claimed row: applies only while status and lease token still match."""
+    return update(items).where(items.c.id == bindparam("b_id"),
+                               items.c.status == expected_status,
+                               items.c.lease_token == bindparam("b_token"))
+
+
+def _attempt_update(**values: Any) -> Any:
+    return (update(attempts)
+            .where(attempts.c.item_id == bindparam("b_item"),
+                   attempts.c.number == bindparam("b_number"))
+            .values(**values))
+
+
+def _case_pending(until: float, current: Any) -> Any:
+    return case((items.c.status == "pending", until), else_=current)
+
+
+def _by_status(batch: Sequence[Requeue | Fail]) -> dict[str, list[Any]]:
+    groups: dict[str, list[Any]] = defaultdict(list)
+    for outcome in batch:
+        groups[outcome.expected_status].append(outcome)
+    return groups
+
+
+def _attempt_error(code: str | None, message: str | None) -> str | None:
+    if code is None and message is None:
+        return None
+    return f"{code}: {message}" if code else message
+
+
+_APPLIERS: dict[type, Callable[..., int]] = {
+    TaskCreated: Repository._apply_created,
+    TaskSucceeded: Repository._apply_succeeded,
+    PollLater: Repository._apply_poll_later,
+    Requeue: Repository._apply_requeue,
+    Fail: Repository._apply_fail,
+}
