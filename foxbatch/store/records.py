@@ -54,7 +54,13 @@ class SubmitClaim:
     request_hash: str
     model: str | None
     attempt: int
+    free_attempts: int
     lease_token: str
+
+    @property
+    def budget_used(self) -> int:
+        """Attempts that count against --max-attempts, this one included."""
+        return self.attempt - self.free_attempts
 
 
 @dataclass(frozen=True)
@@ -66,9 +72,15 @@ class PollClaim:
     task_id: str
     model: str | None
     attempt: int
+    free_attempts: int
     polls: int
     submitted_at: float | None
     lease_token: str
+
+    @property
+    def budget_used(self) -> int:
+        """Attempts that count against --max-attempts, the current one included."""
+        return self.attempt - self.free_attempts
 
 
 # Outcomes: what a worker learned about a claimed row. The repository applies a mixed batch of
@@ -118,7 +130,8 @@ class PollLater:
 class Requeue:
     """Try the row again at `next_attempt_at`: submitting|pending -> queued.
 
-    `attempt_outcome` is written on the attempt row; `in_doubt` counts an in-doubt resubmission.
+    `attempt_outcome` is written on the attempt row; `in_doubt` counts an in-doubt resubmission;
+    `free` gives the attempt back to the retry budget (429 or never sent: no task was created).
     """
 
     item_id: int
@@ -131,6 +144,7 @@ class Requeue:
     error_message: str | None
     http_status: int | None = None
     in_doubt: bool = False
+    free: bool = False
 
 
 @dataclass(frozen=True)

@@ -207,7 +207,8 @@ class Repository:
                         lease_until=now + lease_seconds, attempts=items.c.attempts + 1,
                         error_code=None, error_message=None, updated_at=now)
                 .returning(items.c.id, items.c.job_id, items.c.row_key, items.c.request,
-                           items.c.request_hash, items.c.model, items.c.attempts))
+                           items.c.request_hash, items.c.model, items.c.attempts,
+                           items.c.free_attempts))
         with self.engine.begin() as conn:
             rows = conn.execute(stmt).mappings().all()
             if rows:
@@ -217,7 +218,8 @@ class Repository:
         return sorted((SubmitClaim(
             item_id=r["id"], job_id=r["job_id"], row_key=r["row_key"], request_json=r["request"],
             request_hash=r["request_hash"], model=r["model"], attempt=r["attempts"],
-            lease_token=token) for r in rows), key=lambda c: c.item_id)
+            free_attempts=r["free_attempts"], lease_token=token) for r in rows),
+            key=lambda c: c.item_id)
 
     def claim_due_polls(self, owner: str, limit: int, *, lease_seconds: float,
                         job_ids: Sequence[int] | None = None) -> list[PollClaim]:
@@ -241,12 +243,14 @@ class Repository:
                         next_poll_at=now + lease_seconds, polls=items.c.polls + 1,
                         updated_at=now)
                 .returning(items.c.id, items.c.job_id, items.c.task_id, items.c.model,
-                           items.c.attempts, items.c.polls, items.c.submitted_at))
+                           items.c.attempts, items.c.free_attempts, items.c.polls,
+                           items.c.submitted_at))
         with self.engine.begin() as conn:
             rows = conn.execute(stmt).mappings().all()
         return sorted((PollClaim(
             item_id=r["id"], job_id=r["job_id"], task_id=r["task_id"], model=r["model"],
-            attempt=r["attempts"], polls=r["polls"], submitted_at=r["submitted_at"],
+            attempt=r["attempts"], free_attempts=r["free_attempts"], polls=r["polls"],
+            submitted_at=r["submitted_at"],
             lease_token=token) for r in rows), key=lambda c: c.item_id)
 
     def renew_leases(self, owner: str, tokens: Sequence[str], *, lease_seconds: float) -> int:
@@ -329,12 +333,13 @@ class Repository:
                 status="queued", next_attempt_at=bindparam("b_next"),
                 error_code=bindparam("b_code"), error_message=bindparam("b_message"),
                 in_doubt_resubmits=items.c.in_doubt_resubmits + bindparam("b_doubt"),
-                task_id=None, next_poll_at=None, lease_owner=None, lease_token=None,
-                lease_until=None, updated_at=now)
+                free_attempts=items.c.free_attempts + bindparam("b_free"), task_id=None,
+                next_poll_at=None, lease_owner=None, lease_token=None, lease_until=None,
+                updated_at=now)
             done += conn.execute(stmt, [
                 {"b_id": o.item_id, "b_token": o.lease_token, "b_next": o.next_attempt_at,
                  "b_code": o.error_code, "b_message": o.error_message,
-                 "b_doubt": int(o.in_doubt)} for o in group]).rowcount
+                 "b_doubt": int(o.in_doubt), "b_free": int(o.free)} for o in group]).rowcount
         self._close_attempts(conn, batch, now)
         return done
 
@@ -445,18 +450,32 @@ class Repository:
                 total += conn.execute(stmt).scalar_one()
         return total
 
-    def next_due_at(self, job_ids: Sequence[int] | None = None) -> float | None:
-        """When the next queued retry, poll or lease expiry falls due, or None if nothing will."""
+    def next_due_at(self, job_ids: Sequence[int] | None = None, *,
+                    statuses: Sequence[str] = ("queued", "pending", "submitting")
+                    ) -> float | None:
+        """When the next queued retry, poll or lease expiry (of `statuses`) falls due, or None."""
         filters = _job_filter(job_ids)
-        queries = [
-            select(func.min(items.c.next_attempt_at)).where(items.c.status == "queued", *filters),
-            select(func.min(items.c.next_poll_at)).where(items.c.status == "pending", *filters),
-            select(func.min(items.c.lease_until)).where(items.c.status == "submitting", *filters),
-        ]
+        due_column = {"queued": items.c.next_attempt_at, "pending": items.c.next_poll_at,
+                      "submitting": items.c.lease_until}
+        queries = [select(func.min(due_column[s])).where(items.c.status == s, *filters)
+                   for s in statuses]
         with self._read() as conn:
             found = [conn.execute(q).scalar_one() for q in queries]
         times = [t for t in found if t is not None]
         return min(times) if times else None
+
+    def recent_durations(self, job_ids: Sequence[int] | None = None, *, limit: int = 500
+                         ) -> dict[str | None, list[float]]:
+        """Seconds from submit to result of recently succeeded rows, per model."""
+        stmt = (select(items.c.model, items.c.finished_at - items.c.submitted_at)
+                .where(items.c.status == "succeeded", items.c.submitted_at.is_not(None),
+                       items.c.finished_at.is_not(None), *_job_filter(job_ids))
+                .order_by(items.c.finished_at.desc()).limit(limit))
+        found: dict[str | None, list[float]] = defaultdict(list)
+        with self._read() as conn:
+            for model, duration in conn.execute(stmt):
+                found[model].append(float(duration))
+        return dict(found)
 
     def iter_items(self, job_id: int, *, statuses: Sequence[str] | None = None,
                    page: int = 2_000) -> Iterator[RowMapping]:

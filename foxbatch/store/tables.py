@@ -58,6 +58,8 @@ items = Table(
     Column("model", String(200), nullable=True),
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
+    # Attempts that did not use the retry budget (429, never sent): budget = attempts - free.
+    Column("free_attempts", Integer, nullable=False, server_default="0"),
     Column("in_doubt_resubmits", Integer, nullable=False, server_default="0"),
     Column("polls", Integer, nullable=False, server_default="0"),
     Column("lease_owner", String(200), nullable=True),

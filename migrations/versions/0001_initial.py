@@ -38,6 +38,7 @@ def upgrade() -> None:
     sa.Column('model', sa.String(length=200), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('free_attempts', sa.Integer(), server_default='0', nullable=False),
     sa.Column('in_doubt_resubmits', sa.Integer(), server_default='0', nullable=False),
     sa.Column('polls', sa.Integer(), server_default='0', nullable=False),
     sa.Column('lease_owner', sa.String(length=200), nullable=True),
