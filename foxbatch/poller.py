@@ -1,0 +1,135 @@
+"""Polling: claim pending rows whose next look is due, GET their task, record what it says."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from foxbatch.client import FoxClient, TaskView, completion_fields
+from foxbatch.errors import (
+    ApiError,
+    FatalApiError,
+    RateLimitedError,
+    TaskNotFoundError,
+)
+from foxbatch.ratelimit import Limiter
+from foxbatch.recorder import Recorder, StoreThread
+from foxbatch.schedule import PollPlanner
+from foxbatch.store.records import Fail, Outcome, PollClaim, PollLater, Requeue, TaskSucceeded
+from foxbatch.submitter import EngineOptions
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_POLL_DELAY = 5.0
+MAX_EMPTY_RESULT_POLLS = 10
+RUNNING_STATUSES = frozenset({"pending", "processing", "queued", "running", "in_progress"})
+
+
+class Poller:
+    """Claims due pending rows and polls their tasks."""
+
+    def __init__(self, db: StoreThread, client: FoxClient, limiter: Limiter, recorder: Recorder,
+                 planner: PollPlanner, options: EngineOptions, *, owner: str,
+                 job_ids: Sequence[int] | None, clock: Callable[[], float] = time.time):
+        self._db = db
+        self._client = client
+        self._limiter = limiter
+        self._recorder = recorder
+        self._planner = planner
+        self._options = options
+        self._owner = owner
+        self._job_ids = job_ids
+        self._clock = clock
+        self._empty_results: dict[int, int] = {}
+        self._unknown_statuses: set[str] = set()
+
+    async def claim(self) -> list[PollClaim]:
+        """Wait for permits, then claim as many due pending rows as there are permits."""
+        permits = await self._limiter.acquire(self._options.claim_batch)
+        try:
+            claims = await self._db.call(
+                self._db.repo.claim_due_polls, self._owner, permits,
+                lease_seconds=self._options.lease_seconds, job_ids=self._job_ids)
+        except BaseException:
+            self._limiter.release(permits, refund=True)
+            raise
+        self._limiter.release(permits - len(claims), refund=True)
+        return claims
+
+    async def poll(self, claim: PollClaim) -> None:
+        """GET one claimed task (holding one permit) and record what it says.
+
+        A FatalApiError (401/402) releases the claim and is re-raised.
+        """
+        try:
+            view = await self._client.get_task(claim.task_id)
+        except ApiError as exc:
+            if isinstance(exc, RateLimitedError):
+                self._limiter.on_rate_limited(exc.retry_after)
+            if isinstance(exc, FatalApiError):
+                self._recorder.add(PollLater(claim.item_id, claim.lease_token, self._clock()))
+                raise
+            self._recorder.add(self.outcome_of_error(claim, exc))
+        else:
+            self._limiter.on_success()
+            self._recorder.add(self.outcome_of_view(claim, view))
+        finally:
+            self._limiter.release()
+
+    def outcome_of_view(self, claim: PollClaim, view: TaskView) -> Outcome:
+        """What a task's state means for its row."""
+        now = self._clock()
+        if claim.polls == 1:
+            self._planner.observe_first_poll(claim.model, done=view.status != "pending"
+                                             and view.status not in RUNNING_STATUSES)
+        if view.status == "completed":
+            return self._completed(claim, view, now)
+        if view.status == "failed":
+            return self._retry_or_fail(claim, view.error_code or "task_failed",
+                                       view.error_message or "the task failed", now,
+                                       "task_failed")
+        if view.status == "cancelled":
+            return Fail(claim.item_id, claim.lease_token, "pending", claim.attempt,
+                        "task_cancelled", "task_cancelled", "FoxAPI cancelled the task")
+        if view.status not in RUNNING_STATUSES and view.status not in self._unknown_statuses:
+            self._unknown_statuses.add(view.status)
+            log.warning("task %s has unknown status %r; polling on", view.task_id, view.status)
+        return PollLater(claim.item_id, claim.lease_token, self._planner.next_poll_at(
+            claim.model, sent_at=claim.submitted_at, now=now, progress=view.progress))
+
+    def outcome_of_error(self, claim: PollClaim, exc: ApiError) -> Outcome:
+        """What a failed poll means: a vanished task is resubmitted, anything else re-polled."""
+        now = self._clock()
+        if isinstance(exc, TaskNotFoundError):
+            return self._retry_or_fail(claim, "task_not_found", str(exc), now, "task_gone")
+        delay = self._limiter.paused_for if isinstance(exc, RateLimitedError) else (
+            TRANSIENT_POLL_DELAY)
+        log.debug("poll of %s failed (%s); again in %.1fs", claim.task_id, exc, delay)
+        return PollLater(claim.item_id, claim.lease_token, now + delay)
+
+    def _completed(self, claim: PollClaim, view: TaskView, now: float) -> Outcome:
+        if view.result is None:
+            seen = self._empty_results.get(claim.item_id, 0) + 1
+            self._empty_results[claim.item_id] = seen
+            if seen >= MAX_EMPTY_RESULT_POLLS:
+                self._empty_results.pop(claim.item_id, None)
+                return self._retry_or_fail(claim, "empty_result", f"task completed without "
+                                           f"results in {seen} polls", now, "empty_result")
+            return PollLater(claim.item_id, claim.lease_token,
+                             self._planner.empty_result_poll_at(now))
+        self._empty_results.pop(claim.item_id, None)
+        fields = completion_fields(view.result)
+        return TaskSucceeded(
+            claim.item_id, claim.lease_token, claim.attempt, fields["result_json"],
+            fields["output"],
+            fields["finish_reason"], fields["result_model"], fields["prompt_tokens"],
+            fields["completion_tokens"], fields["total_tokens"], finished_at=now)
+
+    def _retry_or_fail(self, claim: PollClaim, code: str, message: str, now: float,
+                       outcome: str) -> Outcome:
+        if claim.budget_used >= self._options.max_attempts:
+            return Fail(claim.item_id, claim.lease_token, "pending", claim.attempt, outcome,
+                        code, message)
+        return Requeue(claim.item_id, claim.lease_token, "pending", claim.attempt, outcome,
+                       self._options.retry_at(now, claim.budget_used), code, message)

@@ -1,0 +1,148 @@
+"""One limiter per process, shared by submits and polls.
+
+Three limits: requests in flight (`concurrency`), requests per second (a GCRA token bucket), and
+after a 429 one shared pause for everyone (Retry-After honoured, capped) followed by a lower rate
+that recovers slowly (AIMD: halve on 429, then add a little per second of success). The result
+is one coordinated slowdown instead of a storm of independent retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAUSE = 1.0
+MAX_PAUSE = 60.0
+MIN_RATE = 0.5
+BURST_SECONDS = 0.05
+
+
+class Limiter:
+    """Concurrency cap + requests/s + shared 429 back-off (AIMD)."""
+
+    def __init__(self, concurrency: int, rps: float | None = None, *,
+                 clock: Callable[[], float] = time.monotonic, max_pause: float = MAX_PAUSE):
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.concurrency = concurrency
+        self.ceiling = rps
+        self.rate: float | None = rps
+        self.max_pause = max_pause
+        self.rate_limited = 0
+        self._clock = clock
+        self._in_flight = 0
+        self._tat = 0.0  # GCRA "theoretical arrival time"
+        self._paused_until = 0.0
+        self._last_decrease = -1e9
+        self._last_increase = clock()
+        self._recent = _RateMeter(clock)
+        self._lock = asyncio.Lock()
+        self._slot_free = asyncio.Event()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests currently holding a slot."""
+        return self._in_flight
+
+    @property
+    def paused_for(self) -> float:
+        """Seconds left in the current 429 pause (0 when not paused)."""
+        return max(0.0, self._paused_until - self._clock())
+
+    async def acquire(self, n: int = 1) -> int:
+        """Wait for at least one permit, then take up to `n` that are free right now.
+
+        A permit is one in-flight slot and one rate token; give slots back with `release`.
+        """
+        async with self._lock:  # FIFO: waiters are served in arrival order
+            while True:
+                now = self._clock()
+                delay = max(self._paused_until - now, self._rate_delay(now))
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                    continue
+                if self._in_flight >= self.concurrency:
+                    self._slot_free.clear()
+                    await self._slot_free.wait()
+                    continue
+                return self._take(now, n)
+
+    def release(self, n: int = 1, *, refund: bool = False) -> None:
+        """Give back `n` in-flight slots; with `refund`, their rate tokens too (never used)."""
+        if n <= 0:
+            return
+        self._in_flight -= n
+        if refund and self.rate is not None:
+            self._tat -= n / self.rate
+        self._slot_free.set()
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request for `seconds` (e.g. while the server cannot be reached)."""
+        self._paused_until = max(self._paused_until, self._clock() + min(seconds, self.max_pause))
+
+    def on_success(self) -> None:
+        """Additive increase: after a 429, the rate climbs back a little each second."""
+        if self.rate is None:
+            return
+        now = self._clock()
+        elapsed, self._last_increase = now - self._last_increase, now
+        step = max(1.0, 0.05 * self.rate) * min(elapsed, 1.0)
+        self.rate += step
+        if self.ceiling is not None:
+            self.rate = min(self.rate, self.ceiling)
+
+    def on_rate_limited(self, retry_after: float | None) -> None:
+        """A 429: everyone pauses (Retry-After if given, capped); the rate halves once per
+        pause, however many requests in flight come back with 429."""
+        now = self._clock()
+        self.rate_limited += 1
+        pause = min(self.max_pause, retry_after if retry_after is not None else DEFAULT_PAUSE)
+        self._paused_until = max(self._paused_until, now + pause)
+        if now - self._last_decrease < max(pause, DEFAULT_PAUSE):
+            return
+        self._last_decrease = now
+        current = self.rate if self.rate is not None else max(self._recent.rate(), MIN_RATE * 2)
+        self.rate = max(MIN_RATE, current / 2)
+        self._last_increase = now + pause
+        log.warning("FoxAPI rate limit (429): pausing %.1fs, then at most %.1f requests/s",
+                    pause, self.rate)
+
+    def _rate_delay(self, now: float) -> float:
+        if self.rate is None:
+            return 0.0
+        return max(0.0, self._tat - BURST_SECONDS - now)
+
+    def _take(self, now: float, n: int) -> int:
+        taken = 0
+        while taken < n and self._in_flight < self.concurrency:
+            if taken and self._rate_delay(now) > 0:
+                break
+            if self.rate is not None:
+                self._tat = max(self._tat, now) + 1.0 / self.rate
+            self._in_flight += 1
+            taken += 1
+        self._recent.add(now, taken)
+        return taken
+
+
+class _RateMeter:
+    """Requests per second over the last couple of seconds."""
+
+    def __init__(self, clock: Callable[[], float], window: float = 2.0):
+        self._clock = clock
+        self._window = window
+        self._events: list[tuple[float, int]] = []
+
+    def add(self, now: float, n: int) -> None:
+        self._events.append((now, n))
+        cutoff = now - self._window
+        if self._events[0][0] < cutoff:
+            self._events = [e for e in self._events if e[0] >= cutoff]
+
+    def rate(self) -> float:
+        now = self._clock()
+        return sum(n for t, n in self._events if t >= now - self._window) / self._window

@@ -1,0 +1,195 @@
+"""The engine (submitter + poller + runner) on a real SQLite file against the simulator app."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from foxbatch.client import FoxClient
+from foxbatch.errors import AuthenticationError, QuotaError
+from foxbatch.models import OnDoubt
+from foxbatch.runner import Runner
+from foxbatch.sim import SimConfig, Simulator
+from foxbatch.store import open_store
+from foxbatch.submitter import EngineOptions
+from tests.engine_helpers import (
+    assert_answers_are_their_own,
+    assert_duplicates_within_in_doubt,
+    in_doubt_total,
+    run_engine,
+    seed_job,
+)
+
+
+@pytest.fixture
+def store(sqlite_url):
+    repo = open_store(sqlite_url)
+    yield repo
+    repo.engine.dispose()
+
+
+async def test_every_row_gets_its_own_answer_once(store):
+    job = seed_job(store, 200)
+    sim = Simulator(SimConfig(seed=1))
+    summary = await run_engine(store, sim, job)
+    assert summary.reason == "done"
+    assert summary.counts["succeeded"] == 200
+    assert assert_answers_are_their_own(store, job) == 200
+    stats = sim.stats()
+    assert stats["tasks_created"] == 200 and stats["duplicates"] == 0
+    # Group commits: far fewer than the three commits per task the issue allows.
+    assert summary.commits <= 3 * 200
+    attempt = store.attempts_of(store.item_by_key(job, "7")["id"])
+    assert [(a["number"], a["outcome"]) for a in attempt] == [(1, "succeeded")]
+    assert attempt[0]["task_id"]
+
+
+async def test_failed_tasks_are_retried_then_fail_with_the_last_error(store):
+    job = seed_job(store, 60)
+    sim = Simulator(SimConfig(seed=2, failure_rate=0.5))
+    summary = await run_engine(store, sim, job, max_attempts=2, retry_base=0.05)
+    assert summary.reason == "done"
+    failed = [i for i in store.iter_items(job) if i["status"] == "failed"]
+    assert failed, "with a 50% failure rate some rows fail twice"
+    for item in failed:
+        assert item["attempts"] == 2
+        assert item["error_code"] in ("generation_failed", "task_failed")
+        assert [a["outcome"] for a in store.attempts_of(item["id"])] == ["task_failed"] * 2
+    assert summary.counts["succeeded"] + len(failed) == 60
+    assert sim.stats()["tasks_created"] == sum(i["attempts"] for i in store.iter_items(job))
+
+
+async def test_a_422_fails_the_row_at_once(store):
+    job = seed_job(store, 5, model="gpt-5.4")
+    sim = Simulator(SimConfig(seed=3, models=("claude-opus-4-7",)))
+    summary = await run_engine(store, sim, job)
+    assert summary.counts["failed"] == 5
+    item = store.item_by_key(job, "1")
+    assert (item["error_code"], item["attempts"]) == ("model_not_supported", 1)
+    assert store.attempts_of(item["id"])[0]["http_status"] == 422
+
+
+async def test_429s_slow_down_without_duplicates_or_spent_attempts(store):
+    job = seed_job(store, 40)
+    sim = Simulator(SimConfig(seed=4, p429=0.05, retry_after=0))
+    summary = await run_engine(store, sim, job, max_attempts=1)
+    assert summary.counts["succeeded"] == 40
+    stats = sim.stats()
+    assert stats["rate_limited"] > 0 and stats["duplicates"] == 0
+    # A 429 proves no task was created: it never uses up the attempt budget.
+    assert all(i["in_doubt_resubmits"] == 0 for i in store.iter_items(job))
+
+
+@pytest.mark.parametrize("fault", ["p5xx_submit_after", "pdrop_submit"])
+async def test_in_doubt_submits_are_resubmitted_and_counted(store, fault):
+    job = seed_job(store, 80)
+    sim = Simulator(SimConfig(seed=5, **{fault: 0.25}))
+    summary = await run_engine(store, sim, job, max_attempts=5, retry_base=0.05)
+    assert summary.counts["succeeded"] == 80
+    assert assert_answers_are_their_own(store, job) == 80
+    assert in_doubt_total(store, job) > 0
+    assert sim.stats()["duplicates"] == in_doubt_total(store, job)
+    assert_duplicates_within_in_doubt(store, sim, job)
+
+
+async def test_hold_policy_parks_in_doubt_rows(store):
+    job = seed_job(store, 40)
+    sim = Simulator(SimConfig(seed=6, p5xx_submit_after=0.3))
+    summary = await run_engine(store, sim, job, on_doubt=OnDoubt.HOLD)
+    held = [i for i in store.iter_items(job) if i["error_code"] == "in_doubt_held"]
+    assert held and summary.counts["failed"] == len(held)
+    assert sim.stats()["duplicates"] == 0
+
+
+async def test_submit_5xx_before_creating_is_also_in_doubt_but_creates_nothing(store):
+    job = seed_job(store, 40)
+    sim = Simulator(SimConfig(seed=7, p5xx_submit_before=0.3))
+    summary = await run_engine(store, sim, job, max_attempts=6, retry_base=0.05)
+    assert summary.counts["succeeded"] == 40
+    assert sim.stats()["duplicates"] == 0
+    assert in_doubt_total(store, job) > 0  # a 5xx cannot tell: it is counted as in doubt
+
+
+async def test_poll_errors_are_retried_in_call(store):
+    job = seed_job(store, 40)
+    sim = Simulator(SimConfig(seed=8, p5xx_get=0.2))
+    summary = await run_engine(store, sim, job)
+    assert summary.counts["succeeded"] == 40
+    assert sim.stats()["duplicates"] == 0
+
+
+async def test_completed_without_results_is_polled_again(store):
+    job = seed_job(store, 20)
+    sim = Simulator(SimConfig(seed=9, empty_result_polls=2))
+    summary = await run_engine(store, sim, job)
+    assert summary.counts["succeeded"] == 20
+    assert all(i["polls"] >= 3 for i in store.iter_items(job))
+
+
+async def test_vanished_tasks_are_resubmitted_then_fail(store):
+    job = seed_job(store, 10)
+    sim = Simulator(SimConfig(seed=10, expire_after=0.0, latency_median=0.05))
+    summary = await run_engine(store, sim, job, max_attempts=2, retry_base=0.05)
+    assert summary.counts["failed"] == 10
+    item = store.item_by_key(job, "1")
+    assert (item["error_code"], item["attempts"]) == ("task_not_found", 2)
+
+
+async def test_401_stops_at_once_and_loses_nothing(store):
+    job = seed_job(store, 50)
+    sim = Simulator(SimConfig(seed=11, api_key="sk-right"))
+    summary = await run_engine(store, sim, job, api_key="sk-wrong")
+    assert summary.reason == "fatal" and isinstance(summary.fatal, AuthenticationError)
+    assert summary.counts["queued"] == 50
+    assert all(i["attempts"] == i["free_attempts"] for i in store.iter_items(job))
+    resumed = await run_engine(store, sim, job, api_key="sk-right")
+    assert resumed.counts["succeeded"] == 50
+    assert sim.stats()["duplicates"] == 0
+
+
+async def test_402_stops_and_the_next_run_resumes(store):
+    job = seed_job(store, 30)
+    sim = Simulator(SimConfig(seed=12, quota=10))
+    summary = await run_engine(store, sim, job, concurrency=4)
+    assert summary.reason == "fatal" and isinstance(summary.fatal, QuotaError)
+    counts = summary.counts
+    assert counts["failed"] == 0 and counts["succeeded"] + counts["pending"] <= 10
+    assert counts["queued"] >= 20
+    resumed = await run_engine(store, Simulator(SimConfig(seed=12)), job)
+    assert resumed.counts["succeeded"] == 30
+
+
+async def test_stop_releases_work_and_a_rerun_finishes(store):
+    job = seed_job(store, 30)
+    sim = Simulator(SimConfig(seed=13, latency_median=0.5))
+    async with FoxClient("http://sim", "sk-t", transport=httpx.ASGITransport(app=sim.app)) as c:
+        runner = Runner(store, c, EngineOptions(), job_ids=[job], grace=2.0)
+        asyncio.get_running_loop().call_later(0.3, runner.stop)
+        summary = await runner.run()
+    assert summary.reason == "stopped"
+    assert summary.counts["submitting"] == 0
+    assert summary.counts["pending"] + summary.counts["succeeded"] == 30
+    resumed = await run_engine(store, sim, job)
+    assert resumed.counts["succeeded"] == 30
+    assert sim.stats()["duplicates"] == 0
+
+
+async def test_dead_workers_claims_are_rescued_as_in_doubt(store):
+    job = seed_job(store, 5)
+    store.claim_queued("dead-worker", 5, lease_seconds=0.5)
+    await asyncio.sleep(0.6)
+    sim = Simulator(SimConfig(seed=14))
+    summary = await run_engine(store, sim, job)
+    assert summary.counts["succeeded"] == 5
+    assert in_doubt_total(store, job) == 5
+
+
+async def test_adaptive_polling_needs_few_gets_per_task(store):
+    job = seed_job(store, 150)
+    sim = Simulator(SimConfig(seed=15, latency_median=0.4, latency_sigma=0.5))
+    summary = await run_engine(store, sim, job, concurrency=200)
+    assert summary.counts["succeeded"] == 150
+    stats = sim.stats()
+    assert stats["polls"] / stats["tasks_created"] <= 2.5
