@@ -2,17 +2,18 @@
 
 The answer to a valid body is
 
-    "Simulated answer {tag} from {model} to: {gist}"
+    "[{tag}] Simulated answer from {model} to: {gist}"
 
 where `tag` is the first 12 hex digits of the sha256 of the canonical JSON of the body's
-*answer key* — the model, the system prompt and the prompt (text form) or the model and the
-messages (messages form) — and `gist` is the first 40 characters of the last user text with
-whitespace collapsed. Two bodies get the same answer only when their answer keys are equal, so a
-test can tell whether a stored completion belongs to its row with `expected_completion(body)`.
+*answer key* (the model, the system prompt and the prompt for the text form; the model and the
+messages for the messages form) and `gist` is the first 40 characters of the last user text,
+whitespace collapsed. Two bodies get the same answer only when their answer keys are equal, so
+`expected_completion(body)` tells whether a stored completion belongs to its row.
 
 Token counts are estimates of about four characters a token (at least one). When the body's
 `max_tokens` is smaller than the answer's token count, the answer is cut to `max_tokens * 4`
-characters and the finish reason is `length`; otherwise it is `stop`.
+characters, but never shorter than its bracketed tag, and the finish reason is `length`
+(completion tokens then equal `max_tokens`); otherwise it is `stop`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def chat_completion(body: Mapping[str, Any], *, completion_id: str,
     text, finish_reason = _answer(body)
     prompt_tokens = estimate_tokens(prompt_text(body))
     completion_tokens = estimate_tokens(text)
+    if finish_reason == "length":
+        completion_tokens = body["max_tokens"]
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -79,12 +82,13 @@ def message_text(message: Mapping[str, Any]) -> str:
 
 def _answer(body: Mapping[str, Any]) -> tuple[str, str]:
     """The answer text and its finish reason (`length` when cut by `max_tokens`)."""
-    tag = hashlib.sha256(canonical_json(_answer_key(body)).encode("utf-8")).hexdigest()
-    gist = " ".join(_last_user_text(body).split())[:GIST_CHARS]
-    text = f"Simulated answer {tag[:TAG_HEX_DIGITS]} from {body['model']} to: {gist}"
+    digest = hashlib.sha256(canonical_json(_answer_key(body)).encode("utf-8")).hexdigest()
+    tag = f"[{digest[:TAG_HEX_DIGITS]}]"
+    gist = " ".join(_last_user_text(body).split())[:GIST_CHARS].rstrip()
+    text = f"{tag} Simulated answer from {body['model']} to: {gist}"
     max_tokens = body.get("max_tokens")
     if max_tokens is not None and estimate_tokens(text) > max_tokens:
-        return text[: max_tokens * CHARS_PER_TOKEN], "length"
+        return text[: max(max_tokens * CHARS_PER_TOKEN, len(tag))], "length"
     return text, "stop"
 
 

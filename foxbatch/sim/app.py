@@ -37,8 +37,9 @@ Handler = Callable[[Scope, Receive], Awaitable[Reply]]
 SUBMIT_PATH = "/v1/llm/generations"
 TASK_PATH_PREFIX = "/v1/tasks/"
 MODELS_PATH = "/v1/configs/llm_generations_models"
-STATS_PATH = "/_sim/stats"
-RESET_PATH = "/_sim/reset"
+SIM_PATH_PREFIX = "/_sim/"
+STATS_PATH = SIM_PATH_PREFIX + "stats"
+RESET_PATH = SIM_PATH_PREFIX + "reset"
 SERVER_ERRORS = ((500, "simulated internal server error"),
                  (503, "simulated upstream unavailable: no available channel"))
 
@@ -88,7 +89,8 @@ class Simulator:
             reply = await self._dispatch(scope, receive)
         except HttpError as exc:
             reply = exc.reply()
-        self._counters.response("dropped" if reply.drop else reply.status)
+        if not scope["path"].startswith(SIM_PATH_PREFIX):
+            self._counters.response("dropped" if reply.drop else reply.status)
         if reply.drop:
             await send_truncated(send, reply)
         else:

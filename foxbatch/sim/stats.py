@@ -10,7 +10,8 @@ The snapshot (`Counters.snapshot`, served at GET /_sim/stats) is a JSON-ready di
                    foxbatch.models.canonical_json(parsed body), as foxbatch's `request_hash`
     duplicates     tasks created beyond the first for the same request hash
     rate_limited   429 answers (random and --rps together)
-    responses      {HTTP status as a string: answers sent}; dropped connections count as "dropped"
+    responses      {HTTP status as a string: answers sent}, /_sim/ endpoints aside;
+                   dropped connections count as "dropped"
     faults         {kind: times injected} for every kind in FAULT_KINDS (zeros included)
 
 `Simulator.stats()` adds `process_cpu_seconds`, the CPU time of the simulator's process.
