@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PAUSE = 1.0
 MAX_PAUSE = 60.0
 MIN_RATE = 0.5
+MIN_MEASURED_RATE = 4.0
 BURST_SECONDS = 0.05
 
 
@@ -105,7 +106,9 @@ class Limiter:
         if now - self._last_decrease < max(pause, DEFAULT_PAUSE):
             return
         self._last_decrease = now
-        current = self.rate if self.rate is not None else max(self._recent.rate(), MIN_RATE * 2)
+        current = self.rate if self.rate is not None else self._recent.rate()
+        if self.rate is None and current < MIN_MEASURED_RATE:
+            return  # too little traffic to learn a rate from: the pause alone must do
         self.rate = max(MIN_RATE, current / 2)
         self._last_increase = now + pause
         log.warning("FoxAPI rate limit (429): pausing %.1fs, then at most %.1f requests/s",

@@ -72,11 +72,13 @@ class PollPlanner:
     def next_poll_at(self, model: str | None, *, sent_at: float | None, now: float,
                      progress: float | None) -> float:
         """When to look again at a task that was not finished at `now`."""
-        age = max(0.0, now - sent_at) if sent_at is not None else 0.0
+        if sent_at is None:
+            sent_at = now
+        age = max(0.0, now - sent_at)
         if progress is not None and 0 < progress < 100 and age > 0:
             predicted = age * 100.0 / progress
             self.observe_progress(model, predicted)
-            due = (sent_at or now) + predicted * 1.02 + FIRST_FLOOR
+            due = sent_at + predicted * 1.02 + FIRST_FLOOR
             return min(now + self.max_interval, max(now + FIRST_FLOOR, due))
         step = max(self.min_interval, 0.25 * age) * self.rng.uniform(0.8, 1.0)
         return now + min(self.max_interval, step)
