@@ -6,9 +6,11 @@ import enum
 import hashlib
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from foxbatch.errors import RowError
 
@@ -17,6 +19,12 @@ MAX_SYSTEM_CHARS = 10_000
 MODELS_REQUIRING_MAX_TOKENS = frozenset({"claude-opus-4-6", "claude-opus-4-7", "claude-sonnet-4-6"})
 MODELS_WITH_MIN_16_TOKENS = frozenset({"gpt-5.4", "gpt-5.5"})
 MIN_TOKENS_GPT5 = 16
+# orjson writes floats in this range (and zero) exactly as json.dumps does; outside it, json
+# switches to exponent notation ("1e-05", "1e+16") and orjson does not.
+_ORJSON_FLOAT_MIN = 1e-4
+_ORJSON_FLOAT_MAX = 1e16
+_ORJSON_INT_MIN = -(2**63)
+_ORJSON_INT_MAX = 2**64 - 1
 
 
 class RowStatus(enum.StrEnum):
@@ -61,21 +69,10 @@ class RequestSpec:
 
     def to_body(self) -> dict[str, Any]:
         """The JSON body to send; foxbatch always asks for an asynchronous, non-streamed task."""
-        body: dict[str, Any] = {"model": self.model}
-        if self.messages is not None:
-            body["messages"] = [dict(m) for m in self.messages]
-        else:
-            body["prompt"] = self.prompt
-            if self.system_prompt is not None:
-                body["system_prompt"] = self.system_prompt
-        for key in ("max_tokens", "temperature", "reasoning"):
-            value = getattr(self, key)
-            if value is not None:
-                body[key] = value
-        body.update(self.extra)
-        body["sync"] = False
-        body["stream"] = False
-        return body
+        return request_body(self.model, prompt=self.prompt, messages=self.messages,
+                            system_prompt=self.system_prompt, max_tokens=self.max_tokens,
+                            temperature=self.temperature, reasoning=self.reasoning,
+                            extra=self.extra)
 
     def canonical_json(self) -> str:
         """The body as canonical JSON (sorted keys, no spaces): what `request_hash` hashes."""
@@ -99,9 +96,65 @@ class RequestSpec:
         )
 
 
+def request_body(model: str, *, prompt: str | None = None,
+                 messages: Sequence[Mapping[str, Any]] | None = None,
+                 system_prompt: str | None = None, max_tokens: int | None = None,
+                 temperature: float | None = None, reasoning: bool | None = None,
+                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The body of POST /v1/llm/generations (what `RequestSpec.to_body` returns), built without
+    a spec: the messages form when `messages` is given, else the text form."""
+    body: dict[str, Any] = {"model": model}
+    if messages is not None:
+        body["messages"] = [dict(m) for m in messages]
+    else:
+        body["prompt"] = prompt
+        if system_prompt is not None:
+            body["system_prompt"] = system_prompt
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    if temperature is not None:
+        body["temperature"] = temperature
+    if reasoning is not None:
+        body["reasoning"] = reasoning
+    if extra:
+        body.update(extra)
+    body["sync"] = False
+    body["stream"] = False
+    return body
+
+
 def canonical_json(value: Any) -> str:
-    """Serialise `value` canonically: sorted keys, compact separators, UTF-8 kept as is."""
+    """Serialise `value` canonically: sorted keys, compact separators, UTF-8 kept as is.
+
+    The definition is json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False);
+    orjson writes the same bytes about six times faster whenever `value` holds no float outside
+    orjson's plain-notation range and no integer beyond 64 bits, so it is used then.
+    """
+    if _orjson_writes_same(value):
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+        except orjson.JSONEncodeError:  # e.g. a lone surrogate, which json.dumps lets through
+            pass
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _orjson_writes_same(value: Any) -> bool:
+    """True when orjson serialises `value` exactly as json.dumps does (plain JSON types only)."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return _ORJSON_INT_MIN <= value <= _ORJSON_INT_MAX
+    if kind is float:
+        return value == 0.0 or _ORJSON_FLOAT_MIN <= abs(value) < _ORJSON_FLOAT_MAX
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not _orjson_writes_same(item):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        return all(_orjson_writes_same(item) for item in value)
+    return False
 
 
 def request_hash(body_json: str) -> str:
@@ -111,14 +164,26 @@ def request_hash(body_json: str) -> str:
 
 def validate_request(spec: RequestSpec) -> None:
     """Raise RowError naming the field if FoxAPI would refuse `spec` (foxapi.md §2)."""
-    if not isinstance(spec.model, str) or not spec.model.strip():
+    _validate(spec.model, spec.prompt, spec.messages, spec.system_prompt, spec.max_tokens,
+              spec.temperature)
+
+
+def validate_body(body: Mapping[str, Any]) -> None:
+    """`validate_request` for a body dict such as `request_body` returns."""
+    _validate(body.get("model"), body.get("prompt"), body.get("messages"),
+              body.get("system_prompt"), body.get("max_tokens"), body.get("temperature"))
+
+
+def _validate(model: object, prompt: object, messages: Sequence[Mapping[str, Any]] | None,
+              system_prompt: object, max_tokens: object, temperature: object) -> None:
+    if not isinstance(model, str) or not model.strip():
         raise RowError("model is required", field="model")
-    if spec.messages is not None:
-        _validate_messages(spec.messages)
+    if messages is not None:
+        _validate_messages(messages)
     else:
-        _validate_prompt(spec.prompt, spec.system_prompt)
-    _validate_max_tokens(spec.model, spec.max_tokens)
-    _validate_temperature(spec.temperature)
+        _validate_prompt(prompt, system_prompt)
+    _validate_max_tokens(model, max_tokens)
+    _validate_temperature(temperature)
 
 
 def _validate_prompt(prompt: object, system_prompt: object) -> None:
@@ -135,7 +200,7 @@ def _validate_prompt(prompt: object, system_prompt: object) -> None:
                            f"{MAX_SYSTEM_CHARS}", field="system_prompt")
 
 
-def _validate_messages(messages: tuple[Mapping[str, Any], ...]) -> None:
+def _validate_messages(messages: Sequence[Mapping[str, Any]]) -> None:
     if not messages:
         raise RowError("messages is empty", field="messages")
     for i, message in enumerate(messages):
