@@ -112,9 +112,14 @@ class FoxClient:
 
     async def get_task(self, task_id: str) -> TaskView:
         """GET one task; transient failures are retried in-call (short, jittered)."""
+        try:
+            return await self._get_task_once(task_id)
+        except (TransientApiError, TransportError):
+            if self._get_retries <= 1:
+                raise
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((TransientApiError, TransportError)),
-            stop=stop_after_attempt(self._get_retries),
+            stop=stop_after_attempt(self._get_retries - 1),
             wait=wait_random_exponential(multiplier=0.1, max=2.0), reraise=True)
         async for attempt in retrying:
             with attempt:

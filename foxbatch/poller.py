@@ -17,7 +17,7 @@ from foxbatch.ratelimit import Limiter
 from foxbatch.recorder import Recorder, StoreThread
 from foxbatch.schedule import PollPlanner
 from foxbatch.store.records import Fail, Outcome, PollClaim, PollLater, Requeue, TaskSucceeded
-from foxbatch.submitter import EngineOptions
+from foxbatch.submitter import CLAIM_LINGER, EngineOptions
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ class Poller:
 
     async def claim(self) -> list[PollClaim]:
         """Wait for permits, then claim as many due pending rows as there are permits."""
-        permits = await self._limiter.acquire(self._options.claim_batch)
+        permits = await self._limiter.acquire(self._options.claim_batch,
+                                              linger=CLAIM_LINGER)
         try:
             claims = await self._db.call(
                 self._db.repo.claim_due_polls, self._owner, permits,

@@ -54,9 +54,11 @@ class Limiter:
         """Seconds left in the current 429 pause (0 when not paused)."""
         return max(0.0, self._paused_until - self._clock())
 
-    async def acquire(self, n: int = 1) -> int:
-        """Wait for at least one permit, then take up to `n` that are free right now.
+    async def acquire(self, n: int = 1, *, linger: float = 0.0) -> int:
+        """Wait for at least one permit, then take up to `n` of those free.
 
+        With `linger`, wait up to that long for more slots to free up before taking them, so
+        that a caller working in batches does not take one permit at a time.
         A permit is one in-flight slot and one rate token; give slots back with `release`.
         """
         async with self._lock:  # FIFO: waiters are served in arrival order
@@ -70,7 +72,9 @@ class Limiter:
                     self._slot_free.clear()
                     await self._slot_free.wait()
                     continue
-                return self._take(now, n)
+                if linger > 0 and self.concurrency - self._in_flight < n:
+                    await asyncio.sleep(linger)
+                return self._take(self._clock(), n)
 
     def release(self, n: int = 1, *, refund: bool = False) -> None:
         """Give back `n` in-flight slots; with `refund`, their rate tokens too (never used)."""

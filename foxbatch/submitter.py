@@ -28,6 +28,8 @@ from foxbatch.store.records import Fail, Outcome, Requeue, SubmitClaim, TaskCrea
 
 log = logging.getLogger(__name__)
 
+CLAIM_LINGER = 0.005  # seconds to gather freed permits into one claim
+
 NOT_SENT_DELAY = 2.0
 
 
@@ -67,7 +69,8 @@ class Submitter:
 
     async def claim(self) -> list[SubmitClaim]:
         """Wait for permits, then claim as many due queued rows as there are permits."""
-        permits = await self._limiter.acquire(self._options.claim_batch)
+        permits = await self._limiter.acquire(self._options.claim_batch,
+                                              linger=CLAIM_LINGER)
         try:
             claims = await self._db.call(
                 self._db.repo.claim_queued, self._owner, permits,
