@@ -13,8 +13,9 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import cache
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -50,7 +51,15 @@ from foxbatch.store.records import (
 from foxbatch.store.tables import attempts, items, jobs
 
 INSERT_CHUNK = 5_000
+# Rows per ingest transaction: large enough that commits and WAL checkpoints are rare, small
+# enough that the rows read ahead of a transaction stay a few megabytes.
+COMMIT_ROWS = 20_000
 KEY_LOOKUP_CHUNK = 900
+# The items columns that NewItem's fields fill, in the order of its fields.
+NEW_ITEM_COLUMNS = ("row_key", "row_index", "input", "request", "request_hash", "model", "status",
+                    "error_code", "error_message")
+
+T = TypeVar("T")
 
 
 def new_token() -> str:
@@ -103,26 +112,30 @@ class Repository:
     # -- ingest -----------------------------------------------------------------------------
 
     def add_items(self, job_id: int, rows: Iterable[NewItem], *, replace: bool = False,
-                  chunk_size: int = INSERT_CHUNK) -> AddResult:
-        """Add rows idempotently by (job, row_key), streaming in chunks of `chunk_size`.
+                  chunk_size: int = INSERT_CHUNK, commit_every: int | None = COMMIT_ROWS,
+                  on_repeat: Callable[[NewItem, int], NewItem] | None = None,
+                  keep_changed: int | None = None) -> AddResult:
+        """Add rows idempotently by (job, row_key), streaming; return what was done.
 
         Keys already present are counted; those whose input or request changed are reported
-        in `changed` and, with `replace`, re-queued with the new content (unless in flight).
+        in `changed` (the first `keep_changed` of them, if given) and, with `replace`,
+        re-queued with the new content (unless in flight).
+
+        A key that comes again in the same call is a repeat: the first occurrence wins and
+        `on_repeat(row, first_row_index)` gives the item stored instead (without it, the repeat
+        is counted as present). Rows are read `commit_every` at a time and written in one
+        transaction each, so the write lock is held only while writing; `commit_every=None`
+        writes everything in a single transaction, so an exception from `rows` leaves nothing.
         """
-        result = AddResult()
-        job_was_empty = not self._job_has_items(job_id)
+        adder = _ItemAdder(self, job_id, replace=replace, on_repeat=on_repeat,
+                           keep_changed=keep_changed)
         iterator = iter(rows)
-        while chunk := list(islice(iterator, chunk_size)):
+        batches = [iterator] if commit_every is None else _batches(iterator, commit_every)
+        for batch in batches:
             with self.engine.begin() as conn:
-                if job_was_empty:
-                    fresh = chunk
-                else:
-                    fresh = self._split_known(conn, job_id, chunk, replace, result)
-                inserted = self._insert_items(conn, job_id, fresh)
-                result.inserted += inserted
-                # A key that conflicted on insert was written meanwhile (or twice in the chunk).
-                result.present += len(fresh) - inserted
-        return result
+                for chunk in _batches(iter(batch), chunk_size):
+                    adder.add(conn, chunk)
+        return adder.result
 
     def _job_has_items(self, job_id: int) -> bool:
         with self._read() as conn:
@@ -130,34 +143,33 @@ class Repository:
                 select(items.c.id).where(items.c.job_id == job_id).limit(1)).first() is not None
 
     def _insert_items(self, conn: Connection, job_id: int, rows: Sequence[NewItem]) -> int:
+        """Insert `rows`, skipping keys already there; return how many were inserted.
+
+        Plain DBAPI executemany: SQLAlchemy's per-row parameter processing for a Core insert
+        costs more than SQLite's own work here (18 us against 14 us a row, measured).
+        """
         if not rows:
             return 0
         now = self.clock()
-        params = [{
-            "job_id": job_id, "row_key": r.row_key, "row_index": r.row_index,
-            "input": r.input_json, "request": r.request_json, "request_hash": r.request_hash,
-            "model": r.model, "status": r.status, "error_code": r.error_code,
-            "error_message": r.error_message, "next_attempt_at": 0.0 if r.status == "queued"
-            else None, "attempts": 0, "in_doubt_resubmits": 0, "polls": 0,
-            "created_at": now, "updated_at": now,
-        } for r in rows]
-        stmt = self._insert(items).on_conflict_do_nothing(index_elements=["job_id", "row_key"])
-        if conn.dialect.name == "postgresql":
-            # psycopg's batched executemany reports no rowcount; count the returned ids instead.
-            return len(conn.execute(stmt.returning(items.c.id), params).all())
-        return conn.execute(stmt, params).rowcount
+        params = [(job_id, *r, 0.0 if r.status == "queued" else None, now, now) for r in rows]
+        return conn.exec_driver_sql(_insert_sql(conn.dialect.paramstyle), params).rowcount
 
-    def _split_known(self, conn: Connection, job_id: int, chunk: list[NewItem], replace: bool,
-                     result: AddResult) -> list[NewItem]:
-        """Return the rows of `chunk` whose key is new; account for the others in `result`."""
-        known: dict[str, RowMapping] = {}
-        keys = [r.row_key for r in chunk]
+    def _stored_rows(self, conn: Connection, job_id: int,
+                        keys: Sequence[str]) -> dict[str, RowMapping]:
+        """The stored rows of `keys` (id, row_key, row_index, input, request_hash, status)."""
+        found: dict[str, RowMapping] = {}
         for start in range(0, len(keys), KEY_LOOKUP_CHUNK):
             part = keys[start:start + KEY_LOOKUP_CHUNK]
-            stmt = select(items.c.id, items.c.row_key, items.c.input, items.c.request_hash,
-                          items.c.status).where(items.c.job_id == job_id,
-                                                items.c.row_key.in_(part))
-            known.update({r.row_key: r for r in conn.execute(stmt).mappings()})
+            stmt = select(items.c.id, items.c.row_key, items.c.row_index, items.c.input,
+                          items.c.request_hash, items.c.status).where(
+                items.c.job_id == job_id, items.c.row_key.in_(part))
+            found.update({r.row_key: r for r in conn.execute(stmt).mappings()})
+        return found
+
+    def _split_known(self, conn: Connection, job_id: int, chunk: list[NewItem], replace: bool,
+                     result: AddResult, keep_changed: int | None = None) -> list[NewItem]:
+        """Return the rows of `chunk` whose key is new; account for the others in `result`."""
+        known = self._stored_rows(conn, job_id, [r.row_key for r in chunk])
         fresh = []
         for row in chunk:
             old = known.get(row.row_key)
@@ -166,7 +178,9 @@ class Repository:
                 continue
             result.present += 1
             if old["input"] != row.input_json or old["request_hash"] != row.request_hash:
-                result.changed.append(row.row_key)
+                result.changed_count += 1
+                if keep_changed is None or len(result.changed) < keep_changed:
+                    result.changed.append(row.row_key)
                 if replace and self._replace_item(conn, old, row):
                     result.replaced += 1
         return fresh
@@ -510,6 +524,83 @@ class Repository:
 
     def _read(self) -> Connection:
         return self.engine.connect().execution_options(**READ_ONLY)
+
+
+class _ItemAdder:
+    """One add_items call: the keys it has seen, and what it did (`result`)."""
+
+    def __init__(self, repo: Repository, job_id: int, *, replace: bool,
+                 on_repeat: Callable[[NewItem, int], NewItem] | None,
+                 keep_changed: int | None):
+        self.repo = repo
+        self.job_id = job_id
+        self.replace = replace
+        self.on_repeat = on_repeat
+        self.keep_changed = keep_changed
+        self.result = AddResult()
+        # In a job that was empty, every stored key came from this call: the unique index finds
+        # repeats across chunks for free (see `_conflicted`). Otherwise this call's keys are
+        # remembered, since a stored key may come from an earlier call.
+        self.seen: dict[str, int] | None = {} if repo._job_has_items(job_id) else None
+
+    def add(self, conn: Connection, chunk: list[NewItem]) -> None:
+        """Add one chunk of rows inside the caller's transaction."""
+        rows = self._first_occurrences(chunk)
+        if self.seen is not None:
+            rows = self.repo._split_known(conn, self.job_id, rows, self.replace, self.result,
+                                          self.keep_changed)
+        inserted = self.repo._insert_items(conn, self.job_id, rows)
+        self.result.inserted += inserted
+        if inserted < len(rows):
+            self._conflicted(conn, rows, inserted)
+
+    def _first_occurrences(self, chunk: list[NewItem]) -> list[NewItem]:
+        seen: dict[str, int] = {} if self.seen is None else self.seen
+        rows: list[NewItem] = []
+        for row in chunk:
+            first = seen.get(row.row_key)
+            if first is None:
+                seen[row.row_key] = row.row_index
+                rows.append(row)
+            else:
+                self._repeat(row, first, rows)
+        return rows
+
+    def _repeat(self, row: NewItem, first_index: int, out: list[NewItem]) -> None:
+        self.result.repeated += 1
+        if self.on_repeat is None:
+            self.result.present += 1
+        else:
+            out.append(self.on_repeat(row, first_index))
+
+    def _conflicted(self, conn: Connection, rows: list[NewItem], inserted: int) -> None:
+        """Account for the rows whose insert found their key taken: by an earlier chunk of this
+        call (a repeat: another row index), else by another writer storing the same row."""
+        stored = self.repo._stored_rows(conn, self.job_id, [r.row_key for r in rows])
+        repeats = [r for r in rows if stored[r.row_key]["row_index"] != r.row_index]
+        self.result.present += len(rows) - inserted - len(repeats)
+        replacements: list[NewItem] = []
+        for row in repeats:
+            self._repeat(row, stored[row.row_key]["row_index"], replacements)
+        done = self.repo._insert_items(conn, self.job_id, replacements)
+        self.result.inserted += done
+        self.result.present += len(replacements) - done
+
+def _batches(iterator: Iterator[T], size: int) -> Iterator[list[T]]:
+    """Lists of up to `size` items from `iterator`, read lazily."""
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+@cache
+def _insert_sql(paramstyle: str) -> str:
+    """INSERT of one new item, skipping a taken key; parameters: job_id, the NewItem's fields,
+    next_attempt_at, created_at, updated_at."""
+    columns = ("job_id", *NEW_ITEM_COLUMNS, "next_attempt_at", "created_at", "updated_at")
+    mark = "?" if paramstyle == "qmark" else "%s"
+    return (f"INSERT INTO {items.name} ({', '.join(columns)}) "
+            f"VALUES ({', '.join([mark] * len(columns))}) "
+            "ON CONFLICT (job_id, row_key) DO NOTHING")
 
 
 def _job(row: RowMapping) -> Job:
