@@ -7,6 +7,7 @@ import click
 
 from foxbatch.cli.common import App, FoxbatchGroup, setup_logging
 from foxbatch.cli.db import db_group
+from foxbatch.cli.engine import poll_command
 from foxbatch.cli.sim import sim_command
 from foxbatch.config import Settings
 
@@ -36,3 +37,4 @@ def main(ctx: click.Context, db_url: str | None, base_url: str | None, log_json:
 
 main.add_command(db_group)
 main.add_command(sim_command)
+main.add_command(poll_command)
