@@ -33,7 +33,7 @@ class Fate(enum.Enum):
     STUCK = "stuck"
 
 
-@dataclass
+@dataclass(slots=True)
 class Task:
     """One task FoxAPI created, with everything decided at creation."""
 
