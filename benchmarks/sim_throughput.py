@@ -19,20 +19,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import json
 import os
-import platform
 import re
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import aiohttp
 
-from foxbatch.sim import SimConfig, serve_in_subprocess
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe_machine  # noqa: E402
+
+from foxbatch.sim import SimConfig, serve_in_subprocess  # noqa: E402
 
 API_KEY = "sk-bench"
 SUBMIT_PATH = "/v1/llm/generations"
@@ -145,33 +148,15 @@ async def drive(client: str, base_url: str, *, requests: int, seconds: float,
     return tally, elapsed
 
 
-def machine_info() -> list[str]:
-    """Lines describing the machine, Python and the libraries in play."""
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    versions = ", ".join(f"{name} {_version(name)}" for name in LIBRARIES)
-    return [f"machine: {platform.platform()}, {os.cpu_count()} cores, {cpu}",
-            f"python: {platform.python_implementation()} {platform.python_version()}",
-            f"libraries: {versions}",
-            f"load average before: {', '.join(f'{x:.2f}' for x in os.getloadavg())}"]
-
-
-def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
-
-
 def server_cpu_seconds(base_url: str) -> float:
     """CPU seconds the simulator's process has used so far (from GET /_sim/stats)."""
     with urllib.request.urlopen(f"{base_url}/_sim/stats") as response:
         return json.load(response)["process_cpu_seconds"]
+
+
+def _load_average() -> str:
+    """Other work on the machine shares its cores with both processes: say how much there was."""
+    return ", ".join(f"{load:.2f}" for load in os.getloadavg())
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -191,8 +176,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="at most this long")
     parser.add_argument("--in-flight", type=int, default=64, help="concurrent connections")
     args = parser.parse_args()
-    for line in machine_info():
-        print(line)
+    print(describe_machine(list(LIBRARIES)))
+    print(f"load average before: {_load_average()}")
     bounds = {"requests": args.requests, "in_flight": args.in_flight}
     with serve_in_subprocess(SimConfig(seed=1)) as base_url, \
             asyncio.Runner(loop_factory=event_loop_factory()) as runner:
@@ -210,7 +195,7 @@ def main() -> None:
         print(f"server CPU: {per_request * 1e6:.0f} us/request "
               f"(capacity on one whole core: {1 / per_request:,.0f} requests/s); "
               f"load generator CPU: {client_cpu / tally.requests * 1e6:.0f} us/request")
-    print(f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average after: {_load_average()}")
 
 
 if __name__ == "__main__":
