@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from sqlalchemy import RowMapping
 
+from foxbatch.crashpoints import crash_point
 from foxbatch.errors import ConfigError
 from foxbatch.store import Repository
 from foxbatch.store.records import Job
@@ -32,6 +33,7 @@ RESULT_COLUMNS = ("output", "status", "finish_reason", "prompt_tokens", "complet
 RAW_COLUMN = "raw"
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 PARQUET_BATCH = 10_000
+CRASH_AFTER_ROWS = 2  # the during_export crash point: the temporary file is half written
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,9 @@ def export_job(repo: Repository, job: Job, path: str | Path,
         raise ConfigError(f"{target}: unknown export format {fmt!r} (use .jsonl, .csv or "
                           ".parquet)")
     columns = plan_columns(repo, job.id, options)
-    rows = (export_row(item, columns, raw=options.raw)
-            for item in repo.iter_items(job.id, statuses=options.statuses or None))
+    rows = _crash_point_midway(export_row(item, columns, raw=options.raw)
+                               for item in repo.iter_items(job.id,
+                                                           statuses=options.statuses or None))
     with _atomic_target(target) as tmp:
         return writer(tmp, columns, rows)
 
@@ -107,6 +110,13 @@ def export_row(item: RowMapping, columns: Columns, *, raw: bool = False) -> dict
     for column, name in columns.result_names.items():
         row[name] = values[column]
     return row
+
+
+def _crash_point_midway(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for number, row in enumerate(rows, 1):
+        if number == CRASH_AFTER_ROWS:
+            crash_point("during_export")
+        yield row
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from foxbatch.client import FoxClient
+from foxbatch.crashpoints import crash_point
 from foxbatch.errors import (
     ApiError,
     FatalApiError,
@@ -79,6 +80,8 @@ class Submitter:
             self._limiter.release(permits, refund=True)
             raise
         self._limiter.release(permits - len(claims), refund=True)
+        if claims:
+            crash_point("after_claim")
         return claims
 
     async def submit(self, claim: SubmitClaim) -> None:
@@ -95,6 +98,7 @@ class Submitter:
             if isinstance(exc, FatalApiError):
                 raise
         else:
+            crash_point("after_post_before_record")
             self._limiter.on_success()
             next_poll = self._planner.first_poll_at(claim.model, sent_at)
             self._recorder.add(TaskCreated(claim.item_id, claim.lease_token, claim.attempt,

@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from foxbatch.crashpoints import crash_point
 from foxbatch.errors import UnknownJobError
 from foxbatch.models import ACTIVE_STATUSES, ALL_STATUSES, IN_DOUBT_HELD_CODE, OnDoubt
 from foxbatch.store.engine import READ_ONLY
@@ -297,6 +298,8 @@ class Repository:
                 done = _APPLIERS[kind](self, conn, batch, now)
                 applied.applied += done
                 applied.refused += len(batch) - done
+                crash_point("mid_group_commit")
+            crash_point("after_record_before_commit")
         return applied
 
     def _apply_created(self, conn: Connection, batch: list[TaskCreated], now: float) -> int:
