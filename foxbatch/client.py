@@ -16,6 +16,7 @@ import json
 import logging
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import httpx
@@ -75,6 +76,7 @@ class FoxClient:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
+        self._submit_url = httpx.URL(self.base_url + SUBMIT_PATH)
         self._http = httpx.AsyncClient(
             base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0),
             transport=transport or default_transport(max_connections),
@@ -95,7 +97,7 @@ class FoxClient:
 
         Raises NotSentError / 4xx errors when no task can exist, InDoubtError when one may.
         """
-        response = await self._send("POST", SUBMIT_PATH, content=body_json.encode("utf-8"))
+        response = await self._send("POST", self._submit_url, content=body_json.encode("utf-8"))
         if response.status_code >= 500:
             raise InDoubtError(f"submit answered HTTP {response.status_code}: "
                                f"{_error_message(response)}", status=response.status_code,
@@ -127,7 +129,8 @@ class FoxClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _get_task_once(self, task_id: str) -> TaskView:
-        response = await self._send("GET", TASK_PATH.format(task_id=task_id))
+        response = await self._send("GET", httpx.URL(self.base_url + TASK_PATH.format(
+            task_id=quote(task_id, safe=""))))
         if response.status_code == 404:
             raise TaskNotFoundError(f"task {task_id} not found", status=404,
                                     code=_error_code(response))
@@ -139,17 +142,18 @@ class FoxClient:
 
     async def list_models(self) -> list[str]:
         """The model ids this key may use."""
-        response = await self._send("GET", MODELS_PATH)
+        response = await self._send("GET", httpx.URL(self.base_url + MODELS_PATH))
         if response.status_code >= 500:
             raise TransientApiError(f"model list answered HTTP {response.status_code}",
                                     status=response.status_code)
         _raise_for_error(response)
         return [m["id"] for m in _json_body(response).get("data", []) if "id" in m]
 
-    async def _send(self, method: str, path: str, *, content: bytes | None = None
+    async def _send(self, method: str, url: httpx.URL, *, content: bytes | None = None
                     ) -> httpx.Response:
+        # Absolute, pre-parsed URLs: building a request from a path costs httpx about 4x more.
         try:
-            response = await self._http.request(method, path, content=content)
+            response = await self._http.request(method, url, content=content)
         except (httpx.TransportError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise classify_transport_error(exc, method) from exc
         return response
