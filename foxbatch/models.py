@@ -6,7 +6,7 @@ import enum
 import hashlib
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +23,6 @@ MIN_TOKENS_GPT5 = 16
 # switches to exponent notation ("1e-05", "1e+16") and orjson does not.
 _ORJSON_FLOAT_MIN = 1e-4
 _ORJSON_FLOAT_MAX = 1e16
-_ORJSON_INT_MIN = -(2**63)
-_ORJSON_INT_MAX = 2**64 - 1
 
 
 class RowStatus(enum.StrEnum):
@@ -127,8 +125,8 @@ def canonical_json(value: Any) -> str:
     """Serialise `value` canonically: sorted keys, compact separators, UTF-8 kept as is.
 
     The definition is json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False);
-    orjson writes the same bytes about six times faster whenever `value` holds no float outside
-    orjson's plain-notation range and no integer beyond 64 bits, so it is used then.
+    orjson writes the same bytes about six times faster for plain JSON values with no float in
+    exponent range, so it is used for those.
     """
     if _orjson_writes_same(value):
         try:
@@ -139,22 +137,29 @@ def canonical_json(value: Any) -> str:
 
 
 def _orjson_writes_same(value: Any) -> bool:
-    """True when orjson serialises `value` exactly as json.dumps does (plain JSON types only)."""
+    """False when orjson would write `value` differently from json.dumps: a float in exponent
+    range, or a type json.dumps does not know. (Where orjson refuses what json.dumps writes,
+    an int beyond 64 bits or a key that is not a string, canonical_json falls back to json.)"""
     kind = type(value)
-    if kind is str or kind is bool or value is None:
-        return True
-    if kind is int:
-        return _ORJSON_INT_MIN <= value <= _ORJSON_INT_MAX
-    if kind is float:
-        return value == 0.0 or _ORJSON_FLOAT_MIN <= abs(value) < _ORJSON_FLOAT_MAX
     if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str or not _orjson_writes_same(item):
+        items: Iterable[Any] = value.values()
+    elif kind is list or kind is tuple:
+        items = value
+    else:
+        items = (value,)
+    for item in items:
+        kind = type(item)
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is float:
+            if item != 0.0 and not _ORJSON_FLOAT_MIN <= abs(item) < _ORJSON_FLOAT_MAX:
                 return False
-        return True
-    if kind is list or kind is tuple:
-        return all(_orjson_writes_same(item) for item in value)
-    return False
+        elif kind is dict or kind is list or kind is tuple:
+            if not _orjson_writes_same(item):
+                return False
+        else:
+            return False
+    return True
 
 
 def request_hash(body_json: str) -> str:

@@ -39,6 +39,7 @@ def test_canonical_json_is_exactly_json_dumps(value):
 @pytest.mark.parametrize("value", [
     1e-05, 1e16, 1e-4, 9999999999999998.0, -0.0, float("nan"), float("inf"), 2**64, -(2**63) - 1,
     "lone \ud800 surrogate", {"é": 1, "z": 2, "\U0001f600": 3, "a": [1.5, None, True]},
+    {1: "int key"}, {"b": [2**70, {"c": 1e-7}]}, [True, 0, 0.5, {"x": None}],
 ])
 def test_canonical_json_edge_values(value):
     assert canonical_json(value) == reference_json(value)
