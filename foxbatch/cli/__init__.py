@@ -8,7 +8,9 @@ import click
 from foxbatch.cli.common import App, FoxbatchGroup, setup_logging
 from foxbatch.cli.db import db_group
 from foxbatch.cli.engine import poll_command
+from foxbatch.cli.ingest import ingest_command
 from foxbatch.cli.sim import sim_command
+from foxbatch.cli.status import status_command
 from foxbatch.config import Settings
 
 
@@ -38,3 +40,5 @@ def main(ctx: click.Context, db_url: str | None, base_url: str | None, log_json:
 main.add_command(db_group)
 main.add_command(sim_command)
 main.add_command(poll_command)
+main.add_command(ingest_command)
+main.add_command(status_command)
