@@ -51,7 +51,7 @@ class Poller:
         try:
             claims = await self._db.call(
                 self._db.repo.claim_due_polls, self._owner, permits,
-                lease_seconds=self._options.lease_seconds, job_ids=self._job_ids)
+                lease_seconds=self._options.claim_lease, job_ids=self._job_ids)
         except BaseException:
             self._limiter.release(permits, refund=True)
             raise

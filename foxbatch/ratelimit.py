@@ -4,14 +4,22 @@ Three limits: requests in flight (`concurrency`), requests per second (a GCRA to
 after a 429 one shared pause for everyone (Retry-After honoured, capped) followed by a lower rate
 that recovers slowly (AIMD: halve on 429, then add a little per second of success). The result
 is one coordinated slowdown instead of a storm of independent retries.
+
+When several processes share one requests/s budget (one API key, many workers), the limiter
+also takes a token from a `TokenSource` for every request. It leases them a batch at a time
+(a quarter second's worth), each token due at its own moment, so the shared budget costs one
+round trip per batch, not per request; without a source nothing changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -20,15 +28,40 @@ MAX_PAUSE = 60.0
 MIN_RATE = 0.5
 MIN_MEASURED_RATE = 4.0
 BURST_SECONDS = 0.05
+# A shared token is taken at most BURST_SECONDS before its turn and dropped unused once it is
+# LATE_SECONDS past it, so that no process can hoard tokens and spend them in a burst.
+LATE_SECONDS = 0.05
+TOKEN_BATCH_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """Tokens leased from a TokenSource: `count` of them, the first due `wait` seconds after the
+    lease (negative: already due), then one every `spacing` seconds."""
+
+    wait: float
+    count: int
+    spacing: float
+
+
+class TokenSource(Protocol):
+    """A requests/s budget shared with other processes (e.g. through the task store)."""
+
+    async def lease(self, n: int) -> TokenGrant:
+        """Lease the next `n` tokens of the budget."""
+        ...
 
 
 class Limiter:
     """Concurrency cap + requests/s + shared 429 back-off (AIMD)."""
 
     def __init__(self, concurrency: int, rps: float | None = None, *,
-                 clock: Callable[[], float] = time.monotonic, max_pause: float = MAX_PAUSE):
+                 clock: Callable[[], float] = time.monotonic, max_pause: float = MAX_PAUSE,
+                 tokens: TokenSource | None = None):
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
+        if tokens is not None and rps is None:
+            raise ValueError("a shared token source needs rps")
         self.concurrency = concurrency
         self.ceiling = rps
         self.rate: float | None = rps
@@ -43,6 +76,8 @@ class Limiter:
         self._recent = _RateMeter(clock)
         self._lock = asyncio.Lock()
         self._slot_free = asyncio.Event()
+        self._shared = (None if tokens is None or rps is None else
+                        _LeasedTokens(tokens, max(1, math.ceil(rps * TOKEN_BATCH_SECONDS)), clock))
 
     @property
     def in_flight(self) -> int:
@@ -72,9 +107,14 @@ class Limiter:
                     self._slot_free.clear()
                     await self._slot_free.wait()
                     continue
+                if self._shared is not None and (wait := await self._shared.wait()) > 0:
+                    await asyncio.sleep(wait)
+                    continue
                 if linger > 0 and self.concurrency - self._in_flight < n:
                     await asyncio.sleep(linger)
-                return self._take(self._clock(), n)
+                taken = self._take(self._clock(), n)
+                if taken:
+                    return taken
 
     def release(self, n: int = 1, *, refund: bool = False) -> None:
         """Give back `n` in-flight slots; with `refund`, their rate tokens too (never used)."""
@@ -83,6 +123,8 @@ class Limiter:
         self._in_flight -= n
         if refund and self.rate is not None:
             self._tat -= n / self.rate
+        if refund and self._shared is not None:
+            self._shared.give_back(n)
         self._slot_free.set()
 
     def pause(self, seconds: float) -> None:
@@ -128,12 +170,63 @@ class Limiter:
         while taken < n and self._in_flight < self.concurrency:
             if taken and self._rate_delay(now) > 0:
                 break
+            if self._shared is not None and not self._shared.take(now):
+                break
             if self.rate is not None:
                 self._tat = max(self._tat, now) + 1.0 / self.rate
             self._in_flight += 1
             taken += 1
         self._recent.add(now, taken)
         return taken
+
+
+class _LeasedTokens:
+    """Shared tokens leased a batch at a time; the next one is due at `_next_at` (clock time),
+    the others follow one every `_spacing` seconds."""
+
+    def __init__(self, source: TokenSource, batch: int, clock: Callable[[], float]):
+        self._source = source
+        self._batch = batch
+        self._clock = clock
+        self._next_at = 0.0
+        self._left = 0
+        self._spacing = 0.0
+        self._taken = 0  # taken from the current batch since the last drop: can be given back
+
+    async def wait(self) -> float:
+        """Seconds until a token may be taken, leasing a new batch first if none is left."""
+        self._drop_stale(self._clock())
+        if not self._left:
+            grant = await self._source.lease(self._batch)
+            self._next_at = self._clock() + grant.wait
+            self._left, self._spacing, self._taken = grant.count, grant.spacing, 0
+        return self._next_at - BURST_SECONDS - self._clock()
+
+    def take(self, now: float) -> bool:
+        """Take the next token if it is due (within BURST_SECONDS)."""
+        self._drop_stale(now)
+        if not self._left or self._next_at - BURST_SECONDS > now:
+            return False
+        self._left -= 1
+        self._taken += 1
+        self._next_at += self._spacing
+        return True
+
+    def give_back(self, n: int) -> None:
+        """Return up to `n` tokens taken but not used (their turns come round again)."""
+        n = min(n, self._taken)
+        self._left += n
+        self._taken -= n
+        self._next_at -= n * self._spacing
+
+    def _drop_stale(self, now: float) -> None:
+        if not self._left or self._next_at >= now - LATE_SECONDS:
+            return
+        behind = now - LATE_SECONDS - self._next_at
+        stale = min(self._left, math.floor(behind / self._spacing) + 1)
+        self._left -= stale
+        self._next_at += stale * self._spacing
+        self._taken = 0
 
 
 class _RateMeter:

@@ -4,6 +4,11 @@
 pending tasks, and upkeep (rescue of expired leases, lease heartbeat, progress, the done check).
 Every request holds a limiter permit; every outcome goes through the group-commit recorder.
 
+Many runners may serve one store (scale-out on PostgreSQL). Each one records itself in the
+`workers` table and heartbeats there and on its claims every `heartbeat_every`; each one rescues
+the expired claims of dead workers every `rescue_every`; with `rate_key` set, all runners of one
+API key draw their requests/s from one budget in the store (foxbatch.budget).
+
 Stopping (`stop()`, or a 401/402 from FoxAPI): no new claims; requests in flight get `grace`
 seconds to finish and be recorded; what is still running then is cancelled and recorded as in
 doubt (submits) or due again (polls); the recorder commits; nothing is lost.
@@ -21,6 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from foxbatch.budget import StoreTokenSource
 from foxbatch.client import FoxClient
 from foxbatch.errors import FatalApiError
 from foxbatch.models import ACTIVE_STATUSES, ALL_STATUSES, IN_DOUBT_HELD_CODE, OnDoubt
@@ -44,7 +50,6 @@ log = logging.getLogger(__name__)
 
 MAX_IDLE = 1.0
 SUBMIT_HORIZON = 10.0
-RESCUE_EVERY = 5.0
 DONE_CHECK_EVERY = 0.1
 
 
@@ -110,7 +115,9 @@ class Runner:
         self._progress_every = progress_every
         self._on_progress = on_progress
         self._db = StoreThread(repo)
-        self._limiter = Limiter(options.concurrency, options.rps)
+        shared = (StoreTokenSource(self._db, options.rate_key, options.rps)
+                  if options.rate_key and options.rps else None)
+        self._limiter = Limiter(options.concurrency, options.rps, tokens=shared)
         self._planner = planner or PollPlanner()
         self._work = asyncio.Event()
         self._stop = asyncio.Event()
@@ -132,16 +139,35 @@ class Runner:
     async def run(self, *, until_done: bool = True) -> RunSummary:
         """Work until the jobs have nothing left (with `until_done`) or `stop()` is called."""
         self._started = time.monotonic()
+        await self._register()
         await self._seed_planner()
         recorder = asyncio.create_task(self._recorder.run(), name="recorder")
         loops = [asyncio.create_task(coro, name=name) for name, coro in (
             ("submit", self._submit_loop()), ("poll", self._poll_loop()),
             ("upkeep", self._upkeep_loop(until_done)))]
+        for loop_task in loops:
+            loop_task.add_done_callback(self._loop_done)
         try:
             await self._stop.wait()
         finally:
             await self._shut_down(loops, recorder)
+            await self._db.call(self._db.repo.stop_worker, self.owner)
         return await self._summary()
+
+    async def _register(self) -> None:
+        await self._db.call(self._db.repo.register_worker, self.owner,
+                            host=socket.gethostname(), pid=os.getpid(), job_ids=self.job_ids,
+                            lease_seconds=self.options.lease_seconds)
+
+    def _loop_done(self, task: asyncio.Task[None]) -> None:
+        """A loop that fails (e.g. the database went away) stops the whole run: a worker
+        missing its heartbeat or its claims must not go on as if it were healthy."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("internal error in the %s loop; stopping", task.get_name(),
+                  exc_info=(type(exc), exc, exc.__traceback__))
+        self.stop()
 
     # -- loops ------------------------------------------------------------------------------
 
@@ -171,12 +197,12 @@ class Runner:
         last_rescue = last_heartbeat = last_progress = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
-            if now - last_rescue >= RESCUE_EVERY:
+            if now - last_rescue >= self.options.rescue_every:
                 last_rescue = now
                 await self._rescue_expired()
-            if now - last_heartbeat >= self.options.lease_seconds / 3:
+            if now - last_heartbeat >= self.options.heartbeat_every:
                 last_heartbeat = now
-                await self._renew_leases()
+                await self._heartbeat()
             if self._on_progress and now - last_progress >= self._progress_every:
                 last_progress = now
                 self._on_progress(await self.progress())
@@ -257,11 +283,13 @@ class Runner:
                         f"held as failed ({IN_DOUBT_HELD_CODE})")
             self._work.set()
 
-    async def _renew_leases(self) -> None:
-        tokens = sorted({c.lease_token for c in self._in_flight.tasks.values()})
-        if tokens:
-            await self._db.call(self._db.repo.renew_leases, self.owner, tokens,
-                                lease_seconds=self.options.lease_seconds)
+    async def _heartbeat(self) -> None:
+        """Tell the store this worker lives, and extend the leases of its work in flight."""
+        await self._db.call(self._db.repo.touch_worker, self.owner)
+        claims = list(self._in_flight.tasks.values())
+        if claims:
+            await self._db.call(self._db.repo.renew_leases, self.owner, claims,
+                                lease_seconds=self.options.claim_lease)
 
     async def _is_done(self) -> bool:
         if self._in_flight.tasks or self._recorder.pending:

@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 CLAIM_LINGER = 0.005  # seconds to gather freed permits into one claim
 
 NOT_SENT_DELAY = 2.0
+# Shares of lease_seconds: a claim lasts CLAIM_LEASE_SHARE of it without a heartbeat and every
+# worker looks for expired claims every RESCUE_SHARE of it, so a dead worker's rows are back
+# within 0.9 x lease_seconds, leaving the rest for the rescue itself.
+CLAIM_LEASE_SHARE = 0.8
+RESCUE_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -42,9 +47,25 @@ class EngineOptions:
     rps: float | None = None
     max_attempts: int = 3
     on_doubt: OnDoubt = OnDoubt.RESUBMIT
-    lease_seconds: float = 30.0
+    lease_seconds: float = 30.0  # a dead worker's claimed rows come back within this
     claim_batch: int = 256
     retry_base: float = 2.0  # first retry after 1-2 x this many seconds, doubling each time
+    rate_key: str | None = None  # share the rps budget with every worker using this key
+
+    @property
+    def claim_lease(self) -> float:
+        """Seconds a claim lasts unless the worker's heartbeat renews it."""
+        return CLAIM_LEASE_SHARE * self.lease_seconds
+
+    @property
+    def rescue_every(self) -> float:
+        """Seconds between two looks for expired claims (a dead worker's rows)."""
+        return RESCUE_SHARE * self.lease_seconds
+
+    @property
+    def heartbeat_every(self) -> float:
+        """Seconds between two heartbeats: three chances to renew a claim before it expires."""
+        return self.claim_lease / 3
 
     def retry_at(self, now: float, budget_used: int) -> float:
         """When a row that used `budget_used` attempts may be submitted again."""
@@ -75,7 +96,7 @@ class Submitter:
         try:
             claims = await self._db.call(
                 self._db.repo.claim_queued, self._owner, permits,
-                lease_seconds=self._options.lease_seconds, job_ids=self._job_ids)
+                lease_seconds=self._options.claim_lease, job_ids=self._job_ids)
         except BaseException:
             self._limiter.release(permits, refund=True)
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 import click
 import httpx
 
+from foxbatch.budget import budget_key
 from foxbatch.cli.common import (
     EXIT_FATAL_API,
     EXIT_INTERRUPTED,
@@ -43,7 +45,8 @@ def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--concurrency", type=click.IntRange(1, 4096), default=64,
                      show_default=True, help="Most requests in flight at once."),
         click.option("--rps", type=click.FloatRange(min=0.1), default=None,
-                     help="Most requests per second (submits and polls together)."),
+                     help="Most requests per second (submits and polls together), shared by "
+                     "every worker using the same API key and database."),
         click.option("--max-attempts", type=click.IntRange(1, 100), default=3,
                      show_default=True, help="Submissions per row before it ends failed."),
         click.option("--on-doubt", type=click.Choice([d.value for d in OnDoubt]),
@@ -52,8 +55,8 @@ def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                           "again (at-least-once) or hold the row as failed (in_doubt_held) "
                           "for a human."),
         click.option("--lease-seconds", type=click.FloatRange(min=2), default=30.0,
-                     show_default=True, help="How long a claim lasts without heartbeat; a dead "
-                     "worker's rows come back after this."),
+                     show_default=True, help="A dead worker's claimed rows come back within "
+                     "this many seconds (live workers renew their claims by heartbeat)."),
         click.option("--sim", is_flag=True, help="Use the bundled FoxAPI simulator "
                      "in-process instead of the network (no API key needed)."),
     ]
@@ -99,7 +102,9 @@ async def _run_engine(app: App, job_ids: list[int] | None, options: EngineOption
                       until_done: bool) -> RunSummary:
     display = ProgressDisplay()
     base_url = "http://foxapi.sim" if transport is not None else app.settings.base_url
-    async with FoxClient(base_url, app.settings.api_key or "sk-sim", transport=transport,
+    api_key = app.settings.api_key or "sk-sim"
+    options = dataclasses.replace(options, rate_key=budget_key(base_url, api_key))
+    async with FoxClient(base_url, api_key, transport=transport,
                          max_connections=options.concurrency) as client:
         runner = Runner(app.repo, client, options, job_ids=job_ids, submit=submit, poll=poll,
                         on_progress=display.show, progress_every=display.every)

@@ -182,3 +182,30 @@ class Applied:
 
     applied: int = 0
     refused: int = 0
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One worker process as the workers table knows it, with the rows it holds a lease on.
+
+    `job_ids` is None for a worker that serves every job. `submitting` and `polling` count the
+    rows it has claimed and not yet given back.
+    """
+
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    stopped_at: float | None
+    lease_seconds: float
+    job_ids: list[int] | None
+    submitting: int = 0
+    polling: int = 0
+
+    def state(self, now: float) -> str:
+        """`stopped` (cleanly), `dead` (no heartbeat for lease_seconds: its rows are being
+        taken over) or `live`."""
+        if self.stopped_at is not None:
+            return "stopped"
+        return "dead" if now - self.heartbeat_at > self.lease_seconds else "live"

@@ -2,8 +2,11 @@
 
 Every state change is compare-and-set: an UPDATE conditioned on the expected status and, for a
 claimed row, on the lease token of the claim. A worker that lost its lease (it was paused, its
-lease expired and another worker took the row) changes nothing. Claims use FOR UPDATE SKIP LOCKED
-on PostgreSQL and BEGIN IMMEDIATE on SQLite, so two workers never claim the same row.
+lease expired and another worker took the row) changes nothing, in `items` and in `attempts`
+alike; the one write it still makes is the id of a task FoxAPI created for it (the audit trail).
+Claims use FOR UPDATE SKIP LOCKED on PostgreSQL and BEGIN IMMEDIATE on SQLite, so two workers
+never claim the same row. On PostgreSQL a transaction that waits for row locks takes them in id
+order (and every other one skips locked rows), so workers never deadlock one another.
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ from foxbatch.store.records import (
     SubmitClaim,
     TaskCreated,
     TaskSucceeded,
+    Worker,
 )
-from foxbatch.store.tables import attempts, items, jobs
+from foxbatch.store.tables import attempts, items, jobs, rate_budgets, workers
 
 INSERT_CHUNK = 5_000
 # Rows per ingest transaction: large enough that commits and WAL checkpoints are rare, small
@@ -57,6 +61,8 @@ INSERT_CHUNK = 5_000
 COMMIT_ROWS = 20_000
 KEY_LOOKUP_CHUNK = 900
 # The items columns that NewItem's fields fill, in the order of its fields.
+# Rows of workers whose last sign of life is older than this are deleted when a worker starts.
+FORGET_WORKERS_AFTER = 7 * 24 * 3600.0
 NEW_ITEM_COLUMNS = ("row_key", "row_index", "input", "request", "request_hash", "model", "status",
                     "error_code", "error_message")
 
@@ -268,15 +274,25 @@ class Repository:
             submitted_at=r["submitted_at"],
             lease_token=token) for r in rows), key=lambda c: c.item_id)
 
-    def renew_leases(self, owner: str, tokens: Sequence[str], *, lease_seconds: float) -> int:
-        """Extend the leases of this owner's claims (heartbeat); returns rows still owned."""
-        if not tokens:
+    def renew_leases(self, owner: str, claims: Sequence[SubmitClaim | PollClaim], *,
+                     lease_seconds: float) -> int:
+        """Extend the leases of this owner's claims (heartbeat); returns rows still owned.
+
+        A row whose lease another worker took (new token) or that is locked just now (its outcome
+        is being written) is left alone; the next heartbeat tries again.
+        """
+        if not claims:
             return 0
         now = self.clock()
         until = now + lease_seconds
+        tokens = sorted({c.lease_token for c in claims})
+        owned = (select(items.c.id)
+                 .where(items.c.id.in_(sorted({c.item_id for c in claims})),
+                        items.c.lease_owner == owner, items.c.lease_token.in_(tokens),
+                        items.c.status.in_(("submitting", "pending")))
+                 .order_by(items.c.id).with_for_update(skip_locked=True))
         stmt = (update(items)
-                .where(items.c.lease_owner == owner, items.c.lease_token.in_(list(tokens)),
-                       items.c.status.in_(("submitting", "pending")))
+                .where(items.c.id.in_(owned), items.c.lease_token.in_(tokens))
                 .values(lease_until=until,
                         next_poll_at=_case_pending(until, items.c.next_poll_at)))
         with self.engine.begin() as conn:
@@ -294,6 +310,7 @@ class Repository:
             groups[type(outcome)].append(outcome)
         now = self.clock()
         with self.engine.begin() as conn:
+            _lock_items(conn, [o.item_id for o in outcomes])
             for kind, batch in groups.items():
                 done = _APPLIERS[kind](self, conn, batch, now)
                 applied.applied += done
@@ -303,10 +320,14 @@ class Repository:
         return applied
 
     def _apply_created(self, conn: Connection, batch: list[TaskCreated], now: float) -> int:
-        # The attempt row is ours alone: record the task id even if the row was taken from us,
-        # so that every task FoxAPI ever created for us is in the audit trail.
-        conn.execute(_attempt_update(task_id=bindparam("b_task_id"), outcome="created",
-                                     http_status=200, sent_at=bindparam("b_sent_at")),
+        # The one write not fenced by the lease: the task id goes on this claim's own attempt row
+        # even if the row was taken from us, so that every task FoxAPI ever created for us is in
+        # the audit trail. Only an attempt still `sending` (not rescued) becomes `created`.
+        sending = attempts.c.outcome == "sending"
+        conn.execute(_attempt_update(task_id=bindparam("b_task_id"), http_status=200,
+                                     outcome=case((sending, "created"), else_=attempts.c.outcome),
+                                     sent_at=case((sending, bindparam("b_sent_at")),
+                                                  else_=attempts.c.sent_at)),
                      [{"b_item": o.item_id, "b_number": o.attempt, "b_task_id": o.task_id,
                        "b_sent_at": o.sent_at} for o in batch])
         stmt = _owned_update("submitting").values(
@@ -318,6 +339,9 @@ class Repository:
              "b_sent_at": o.sent_at, "b_next_poll": o.next_poll_at} for o in batch]).rowcount
 
     def _apply_succeeded(self, conn: Connection, batch: list[TaskSucceeded], now: float) -> int:
+        conn.execute(_owned_attempt_update(outcome="succeeded", finished_at=bindparam("b_at")),
+                     [{"b_item": o.item_id, "b_number": o.attempt, "b_token": o.lease_token,
+                       "b_status": "pending", "b_at": o.finished_at} for o in batch])
         stmt = _owned_update("pending").values(
             status="succeeded", result=bindparam("b_result"), output=bindparam("b_output"),
             finish_reason=bindparam("b_finish"), result_model=bindparam("b_model"),
@@ -325,15 +349,11 @@ class Repository:
             total_tokens=bindparam("b_tt"), finished_at=bindparam("b_finished"),
             next_poll_at=None, lease_owner=None, lease_token=None, lease_until=None,
             error_code=None, error_message=None, updated_at=now)
-        done = conn.execute(stmt, [
+        return conn.execute(stmt, [
             {"b_id": o.item_id, "b_token": o.lease_token, "b_result": o.result_json,
              "b_output": o.output, "b_finish": o.finish_reason, "b_model": o.result_model,
              "b_pt": o.prompt_tokens, "b_ct": o.completion_tokens, "b_tt": o.total_tokens,
              "b_finished": o.finished_at} for o in batch]).rowcount
-        conn.execute(_attempt_update(outcome="succeeded", finished_at=bindparam("b_at")),
-                     [{"b_item": o.item_id, "b_number": o.attempt, "b_at": o.finished_at}
-                      for o in batch])
-        return done
 
     def _apply_poll_later(self, conn: Connection, batch: list[PollLater], now: float) -> int:
         stmt = _owned_update("pending").values(
@@ -344,6 +364,7 @@ class Repository:
             for o in batch]).rowcount
 
     def _apply_requeue(self, conn: Connection, batch: list[Requeue], now: float) -> int:
+        self._close_attempts(conn, batch, now)
         done = 0
         for status, group in _by_status(batch).items():
             stmt = _owned_update(status).values(
@@ -357,10 +378,10 @@ class Repository:
                 {"b_id": o.item_id, "b_token": o.lease_token, "b_next": o.next_attempt_at,
                  "b_code": o.error_code, "b_message": o.error_message,
                  "b_doubt": int(o.in_doubt), "b_free": int(o.free)} for o in group]).rowcount
-        self._close_attempts(conn, batch, now)
         return done
 
     def _apply_fail(self, conn: Connection, batch: list[Fail], now: float) -> int:
+        self._close_attempts(conn, batch, now)
         done = 0
         for status, group in _by_status(batch).items():
             stmt = _owned_update(status).values(
@@ -371,16 +392,18 @@ class Repository:
             done += conn.execute(stmt, [
                 {"b_id": o.item_id, "b_token": o.lease_token, "b_code": o.error_code,
                  "b_message": o.error_message} for o in group]).rowcount
-        self._close_attempts(conn, batch, now)
         return done
 
     @staticmethod
     def _close_attempts(conn: Connection, batch: Sequence[Requeue | Fail], now: float) -> None:
+        """Write how each claim's attempt ended; runs before the items update (it checks that
+        the claim still owns its row)."""
         conn.execute(
-            _attempt_update(outcome=bindparam("b_outcome"), http_status=bindparam("b_http"),
-                            error=bindparam("b_error"), in_doubt=bindparam("b_doubt"),
-                            finished_at=now),
-            [{"b_item": o.item_id, "b_number": o.attempt, "b_outcome": o.attempt_outcome,
+            _owned_attempt_update(outcome=bindparam("b_outcome"), http_status=bindparam("b_http"),
+                                  error=bindparam("b_error"), in_doubt=bindparam("b_doubt"),
+                                  finished_at=now),
+            [{"b_item": o.item_id, "b_number": o.attempt, "b_token": o.lease_token,
+              "b_status": o.expected_status, "b_outcome": o.attempt_outcome,
               "b_http": o.http_status, "b_doubt": o.in_doubt,
               "b_error": _attempt_error(o.error_code, o.error_message)} for o in batch])
 
@@ -394,14 +417,16 @@ class Repository:
         stmt = _owned_update("submitting").values(
             status="queued", attempts=items.c.attempts - 1, next_attempt_at=now,
             lease_owner=None, lease_token=None, lease_until=None, updated_at=now)
-        params = [{"b_id": c.item_id, "b_token": c.lease_token} for c in claims]
         with self.engine.begin() as conn:
-            done = conn.execute(stmt, params).rowcount
+            _lock_items(conn, [c.item_id for c in claims])
             conn.execute(attempts.delete().where(
                 attempts.c.item_id == bindparam("b_item"),
-                attempts.c.number == bindparam("b_number"), attempts.c.outcome == "sending"),
-                [{"b_item": c.item_id, "b_number": c.attempt} for c in claims])
-        return done
+                attempts.c.number == bindparam("b_number"), attempts.c.outcome == "sending",
+                _still_owned()),
+                [{"b_item": c.item_id, "b_number": c.attempt, "b_token": c.lease_token,
+                  "b_status": "submitting"} for c in claims])
+            return conn.execute(stmt, [{"b_id": c.item_id, "b_token": c.lease_token}
+                                       for c in claims]).rowcount
 
     def release_poll_claims(self, claims: Sequence[PollClaim]) -> int:
         """Give back poll claims that were not polled: due again now."""
@@ -446,6 +471,75 @@ class Repository:
                                              error="worker lease expired"),
                              [{"b_item": r.id, "b_number": r.attempts} for r in rows])
         return len(rows)
+
+    # -- shared rate budget -----------------------------------------------------------------
+
+    def lease_rate_tokens(self, key: str, n: int, *, rate: float, burst: float) -> float:
+        """Lease the next `n` tokens of the requests/s budget `key` (`rate` tokens a second).
+
+        Returns the seconds from now until the first token is due; the others follow one every
+        1/rate seconds. One atomic UPDATE ... RETURNING moves the budget's "theoretical arrival
+        time" n/rate seconds ahead, so concurrent leases get disjoint stretches of it. A budget
+        left unused keeps at most `burst` seconds of tokens.
+        """
+        now = self.clock()
+        floor = now - burst
+        tat = rate_budgets.c.tat
+        stmt = (update(rate_budgets).where(rate_budgets.c.key == key)
+                .values(tat=case((tat > floor, tat), else_=floor) + n / rate)
+                .returning(tat))
+        with self.engine.begin() as conn:
+            end = conn.execute(stmt).scalar_one_or_none()
+            if end is None:
+                conn.execute(self._insert(rate_budgets).values(key=key, tat=floor)
+                             .on_conflict_do_nothing(index_elements=["key"]))
+                end = conn.execute(stmt).scalar_one()
+        return end - n / rate - now
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def register_worker(self, worker_id: str, *, host: str, pid: int,
+                        job_ids: Sequence[int] | None, lease_seconds: float) -> None:
+        """Record a starting worker (and forget workers not seen for a week)."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            conn.execute(workers.delete().where(
+                workers.c.heartbeat_at < now - FORGET_WORKERS_AFTER))
+            conn.execute(workers.insert().values(
+                id=worker_id, host=host, pid=pid, started_at=now, heartbeat_at=now,
+                lease_seconds=lease_seconds,
+                jobs=None if job_ids is None else json.dumps(sorted(job_ids))))
+
+    def touch_worker(self, worker_id: str) -> None:
+        """The worker's heartbeat: it is alive now."""
+        with self.engine.begin() as conn:
+            conn.execute(update(workers).where(workers.c.id == worker_id)
+                         .values(heartbeat_at=self.clock()))
+
+    def stop_worker(self, worker_id: str) -> None:
+        """The worker stopped cleanly."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            conn.execute(update(workers).where(workers.c.id == worker_id)
+                         .values(heartbeat_at=now, stopped_at=now))
+
+    def list_workers(self) -> list[Worker]:
+        """Every worker on record, newest first, with the rows each one holds a lease on."""
+        held_stmt = (select(items.c.lease_owner, items.c.status, func.count())
+                     .where(items.c.lease_token.is_not(None),
+                            items.c.status.in_(("submitting", "pending")))
+                     .group_by(items.c.lease_owner, items.c.status))
+        with self._read() as conn:
+            rows = conn.execute(select(workers).order_by(workers.c.started_at.desc(),
+                                                         workers.c.id)).mappings().all()
+            held = {(owner, status): n for owner, status, n in conn.execute(held_stmt)}
+        return [Worker(
+            id=r["id"], host=r["host"], pid=r["pid"], started_at=r["started_at"],
+            heartbeat_at=r["heartbeat_at"], stopped_at=r["stopped_at"],
+            lease_seconds=r["lease_seconds"],
+            job_ids=None if r["jobs"] is None else json.loads(r["jobs"]),
+            submitting=held.get((r["id"], "submitting"), 0),
+            polling=held.get((r["id"], "pending"), 0)) for r in rows]
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -621,6 +715,29 @@ def _owned_update(expected_status: str) -> Any:
     return update(items).where(items.c.id == bindparam("b_id"),
                                items.c.status == expected_status,
                                items.c.lease_token == bindparam("b_token"))
+
+
+def _still_owned() -> Any:
+    """EXISTS: item `b_item` is still in status `b_status` under lease token `b_token`."""
+    return (select(items.c.id)
+            .where(items.c.id == bindparam("b_item"), items.c.status == bindparam("b_status"),
+                   items.c.lease_token == bindparam("b_token"))
+            .exists())
+
+
+def _owned_attempt_update(**values: Any) -> Any:
+    """UPDATE of one claim's attempt row that applies only while the claim owns its item."""
+    return _attempt_update(**values).where(_still_owned())
+
+
+def _lock_items(conn: Connection, item_ids: Sequence[int]) -> None:
+    """PostgreSQL: lock these items in id order before changing them, so that what this
+    transaction checks (ownership) cannot change before it writes, and two transactions that
+    both wait for locks never deadlock. SQLite's BEGIN IMMEDIATE already serialises writers."""
+    if conn.dialect.name != "postgresql" or not item_ids:
+        return
+    conn.execute(select(items.c.id).where(items.c.id.in_(sorted(set(item_ids))))
+                 .order_by(items.c.id).with_for_update())
 
 
 def _attempt_update(**values: Any) -> Any:

@@ -119,3 +119,29 @@ attempts = Table(
     UniqueConstraint("item_id", "number"),
     Index("ix_attempts_task_id", "task_id"),
 )
+
+# One row per `foxbatch poll`/`run` process that ever served this store: written when it starts,
+# on every heartbeat and when it stops cleanly. A row whose heartbeat is older than its
+# lease_seconds belongs to a dead worker (its claimed rows are being taken over).
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(200), primary_key=True),  # the lease_owner its claims carry
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("heartbeat_at", Double, nullable=False),
+    Column("stopped_at", Double, nullable=True),
+    Column("lease_seconds", Double, nullable=False),
+    Column("jobs", Text, nullable=True),  # JSON list of job ids; NULL: every job
+)
+
+# The requests/s budget of one API key, shared by every worker using it: a GCRA "theoretical
+# arrival time". A worker leases n tokens by moving `tat` n/rate seconds ahead in one UPDATE;
+# its tokens fall due one every 1/rate seconds from the old `tat`.
+rate_budgets = Table(
+    "rate_budgets",
+    metadata,
+    Column("key", String(64), primary_key=True),  # a fingerprint of base URL + key, never the key
+    Column("tat", Double, nullable=False),
+)
