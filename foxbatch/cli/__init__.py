@@ -11,6 +11,7 @@ from foxbatch.cli.engine import poll_command
 from foxbatch.cli.ingest import ingest_command
 from foxbatch.cli.sim import sim_command
 from foxbatch.cli.status import status_command
+from foxbatch.cli.workers import workers_command
 from foxbatch.config import Settings
 
 
@@ -40,5 +41,6 @@ def main(ctx: click.Context, db_url: str | None, base_url: str | None, log_json:
 main.add_command(db_group)
 main.add_command(sim_command)
 main.add_command(poll_command)
+main.add_command(workers_command)
 main.add_command(ingest_command)
 main.add_command(status_command)
