@@ -69,9 +69,6 @@ class TaskTable:
         self._config = config
         self._tasks: dict[str, Task] = {}
 
-    def __len__(self) -> int:
-        return len(self._tasks)
-
     def create(self, body: dict[str, Any], request_hash: str, occurrence: int,
                now: float) -> Task:
         """Create the `occurrence`-th (0-based) task for a request, its fate drawn reproducibly.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import socket
 import statistics
 
 import pytest
@@ -215,3 +216,13 @@ def test_impossible_knob_combination_is_a_clean_error():
     result = CliRunner().invoke(main, ["sim", "--failure-rate", "0.7", "--stuck-rate", "0.7"])
     assert result.exit_code == 1
     assert "failure_rate + stuck_rate" in result.output
+
+
+def test_a_port_in_use_is_a_clean_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["sim", "--port", str(port)])
+    assert result.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
