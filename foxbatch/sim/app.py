@@ -109,8 +109,7 @@ class Simulator:
     # FoxAPI endpoints
 
     async def _submit(self, scope: Scope, receive: Receive) -> Reply:
-        self._counters.request("submits")
-        self._admit(scope)
+        self._admit(scope, "submits")
         body = check_submit(_parse_json(await _read_body(receive)), self._config.models)
         self._check_quota()
         if self._chance(self._config.p5xx_submit_before):
@@ -120,10 +119,7 @@ class Simulator:
         return self._fault_after_create(reply)
 
     async def _poll(self, scope: Scope, receive: Receive) -> Reply:
-        self._counters.request("polls")
-        self._admit(scope)
-        if self._chance(self._config.p5xx_get):
-            raise self._server_error("5xx_get")
+        self._admit(scope, "polls")
         now = self._clock()
         task = self._live_task(scope["path"][len(TASK_PATH_PREFIX):], now)
         document, withheld = poll_document(task, now)
@@ -132,10 +128,7 @@ class Simulator:
         return Reply(200, document)
 
     async def _list_models(self, scope: Scope, receive: Receive) -> Reply:
-        self._counters.request("model_lists")
-        self._admit(scope)
-        if self._chance(self._config.p5xx_get):
-            raise self._server_error("5xx_get")
+        self._admit(scope, "model_lists")
         data = [{"id": model, "object": "model", "capabilities": list(DEFAULT_MODELS.get(
             model, ("text",)))} for model in self._config.offered_models()]
         return Reply(200, {"object": "list", "data": data})
@@ -160,8 +153,10 @@ class Simulator:
 
     # Steps
 
-    def _admit(self, scope: Scope) -> None:
-        """Refuse a request as FoxAPI does before reading it: bad key, then rate limits."""
+    def _admit(self, scope: Scope, kind: str) -> None:
+        """Count an API request of `kind`, then refuse it as FoxAPI would before reading it:
+        a bad key, the rate limits, and on a GET a random server error."""
+        self._counters.request(kind)
         self._check_key(_header(scope, b"authorization"))
         if self._bucket is not None:
             wait = self._bucket.take(self._clock())
@@ -173,6 +168,8 @@ class Simulator:
             self._counters.fault("429_random")
             raise HttpError(429, "too many requests (simulated)", code="rate_limit_exceeded",
                             retry_after=self._config.retry_after)
+        if scope["method"] == "GET" and self._chance(self._config.p5xx_get):
+            raise self._server_error("5xx_get")
 
     def _check_key(self, authorization: bytes | None) -> None:
         scheme, _, token = (authorization or b"").partition(b" ")
