@@ -38,7 +38,13 @@ from typing import Any, NamedTuple, TextIO, TypeVar
 import orjson
 
 from foxbatch.errors import ConfigError, InputFileError, RowError
-from foxbatch.models import canonical_json, request_body, request_hash, validate_body
+from foxbatch.models import (
+    MAX_PROMPT_CHARS,
+    canonical_json,
+    request_body,
+    request_hash,
+    validate_body,
+)
 
 FORMATS = ("jsonl", "csv", "parquet")
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
@@ -56,6 +62,9 @@ SYNTHETIC_KEY_PREFIX = "~line:"
 KEY_FIELDS = ("id", "custom_id")
 SYSTEM_FIELDS = ("system_prompt", "system")
 SETTING_FIELDS = frozenset({"model", *SYSTEM_FIELDS, "max_tokens", "temperature", "reasoning"})
+# A row with any of these fields has settings of its own or another form: no shortcut.
+GENERAL_PATH_FIELDS = SETTING_FIELDS | {"messages"}
+_PROMPT_SLOT = "\x00the prompt goes here\x00"
 TRUE_WORDS = frozenset({"true", "yes", "1"})
 FALSE_WORDS = frozenset({"false", "no", "0"})
 
@@ -109,6 +118,24 @@ class FieldMap:
     id_field: str | None = None
 
 
+def _body_around_prompt(defaults: RequestSettings) -> tuple[str, str, str] | None:
+    """The canonical JSON of a text-form request with these settings, split around its prompt,
+    and the model; None when the settings alone cannot make a valid request."""
+    if defaults.model is None:
+        return None
+    body = request_body(defaults.model, prompt=_PROMPT_SLOT, system_prompt=defaults.system_prompt,
+                        max_tokens=defaults.max_tokens, temperature=defaults.temperature,
+                        reasoning=defaults.reasoning)
+    try:
+        validate_body(body)
+    except RowError:
+        return None
+    parts = canonical_json(body).split(canonical_json(_PROMPT_SLOT))
+    if len(parts) != 2:  # the slot text also appears in a setting: take the general path
+        return None
+    return parts[0], parts[1], defaults.model
+
+
 def synthetic_key(number: int) -> str:
     """The key of a row whose own key cannot be used; no real key can take this form."""
     return f"{SYNTHETIC_KEY_PREFIX}{number}"
@@ -144,6 +171,7 @@ class RowMapper:
         self.fields = fields
         self.defaults = defaults
         self.template_fields = template_fields(fields.template) if fields.template else ()
+        self._around_prompt = _body_around_prompt(defaults)
 
     def to_row(self, record: Record) -> Row:
         """The row for `record`; its error (without the location) when it cannot be sent."""
@@ -154,13 +182,36 @@ class RowMapper:
         except RowError as error:
             return _invalid(synthetic_key(record.number), record, error)
         try:
-            body = self.body(record.fields)
-            validate_body(body)
+            body_json, model = self.request(record.fields)
         except RowError as error:
             return _invalid(key, record, error)
-        body_json = canonical_json(body)
         return Row(key, record.number, record.input_json, body_json, request_hash(body_json),
-                   body["model"], None)
+                   model, None)
+
+    def request(self, fields: dict[str, Any]) -> tuple[str, str]:
+        """The row's validated request as canonical JSON, and its model; RowError if none."""
+        fast = self._default_request(fields)
+        if fast is not None:
+            return fast
+        body = self.body(fields)
+        validate_body(body)
+        return canonical_json(body), body["model"]
+
+    def _default_request(self, fields: dict[str, Any]) -> tuple[str, str] | None:
+        """The common case made cheap: a text-form row with no settings of its own. Its request
+        is the defaults' canonical JSON with the prompt's JSON in the middle, so only the prompt
+        needs building and checking. None when the row needs the general path."""
+        if self._around_prompt is None or not fields.keys().isdisjoint(GENERAL_PATH_FIELDS):
+            return None
+        prompt = self.prompt(fields)
+        if not prompt or prompt.isspace() or len(prompt) > MAX_PROMPT_CHARS:
+            return None  # the general path says what is wrong
+        try:
+            prompt_json = orjson.dumps(prompt).decode()
+        except orjson.JSONEncodeError:
+            return None
+        prefix, suffix, model = self._around_prompt
+        return prefix + prompt_json + suffix, model
 
     def key(self, fields: dict[str, Any], number: int) -> str:
         """The row's key: its id field, else its number."""

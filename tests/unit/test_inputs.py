@@ -13,18 +13,22 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from foxbatch import inputs
-from foxbatch.errors import ConfigError, InputFileError
+from foxbatch.errors import ConfigError, InputFileError, RowError
 from foxbatch.inputs import (
     FieldMap,
     InputFile,
+    Record,
     RequestSettings,
     Row,
     RowMapper,
     detect_format,
     template_fields,
 )
+from foxbatch.models import request_body, request_hash, validate_body
 
 GPT = RequestSettings(model="gpt-5.4")
 PROMPT = FieldMap()
@@ -271,6 +275,32 @@ def test_template_fills_the_prompt_from_the_row(tmp_path):
     assert body(rows[0])["prompt"] == "Review: great (5*)\nLabel:"
     assert error(rows[1]) == "line 2: the row has no 'text' field for --template"
     assert rows[1].error.field == "text"
+
+
+def test_a_template_that_fills_to_nothing_is_an_empty_prompt(tmp_path):
+    rows = read(jsonl(tmp_path, {"text": ""}, {"text": " \n"}), fields=FieldMap(template="{text}"))
+    assert [error(r) for r in rows] == ["line 1: prompt is empty", "line 2: prompt is empty"]
+
+
+@given(prompt=st.text(max_size=30), system=st.none() | st.text(max_size=10),
+       max_tokens=st.none() | st.integers(-1, 10**20), reasoning=st.none() | st.booleans(),
+       temperature=st.none() | st.floats(-1, 3) | st.sampled_from([1e-05, 2e-300]),
+       model=st.sampled_from(["gpt-5.4", "claude-opus-4-7", "kimi-k2.6"]))
+def test_every_request_is_the_canonical_json_of_its_body(prompt, system, max_tokens, reasoning,
+                                                         temperature, model):
+    defaults = RequestSettings(model=model, system_prompt=system, max_tokens=max_tokens,
+                               temperature=temperature, reasoning=reasoning)
+    row = RowMapper(defaults=defaults).to_row(Record(1, 1, {"prompt": prompt}, "{}", None))
+    expected = request_body(model, prompt=prompt, system_prompt=system, max_tokens=max_tokens,
+                            temperature=temperature, reasoning=reasoning)
+    try:
+        validate_body(expected)
+    except RowError:
+        assert row.error is not None and row.request_json is None
+        return
+    assert row.request_json == json.dumps(expected, sort_keys=True, separators=(",", ":"),
+                                          ensure_ascii=False)
+    assert row.request_hash == request_hash(row.request_json) and row.model == model
 
 
 @pytest.mark.parametrize(("template", "text"), [
