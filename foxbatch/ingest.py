@@ -9,17 +9,28 @@ the key "~line:<number>") are invalid rows too. Good rows are ingested regardles
 
 Ingesting is idempotent: a key already in the job is not added again; keys whose content
 changed are reported, and re-queued only with `replace`. `submit` and `run` call `ingest` first.
+
+Reading and validating a row costs about as much as storing it, and the store takes one writer
+at a time: a large file is read by a second process (`_ReaderProcess`) while this one writes.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
+import queue
+import subprocess
+import sys
+import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from foxbatch.errors import ConfigError, RowError
+from foxbatch.errors import ConfigError, InputFileError, RowError
 from foxbatch.inputs import (
     STDIN,
     FieldMap,
@@ -38,6 +49,11 @@ INVALID_ROW_CODE = "invalid_row"
 # How much of a large ingest the report keeps: the first reasons and changed keys.
 REPORTED_REASONS = 5
 REPORTED_CHANGED = 1_000
+# Files from this size on are read by a reader process: starting one costs about half a second.
+READER_MIN_BYTES = 16 * 2**20
+READER_CHUNK_ROWS = 2_000
+READER_QUEUE_CHUNKS = 8
+_READER_COMMAND = "from foxbatch.ingest import serve_reader; serve_reader()"
 
 
 @dataclass(frozen=True)
@@ -127,9 +143,10 @@ def ingest(repo: Repository, path: str, options: IngestOptions) -> IngestReport:
                    encoding=options.encoding) as source:
         job = repo.ensure_job(name, source=_source_of(path), defaults=options.job_defaults())
         stream = _ItemStream(source, strict=options.strict)
-        added = repo.add_items(job.id, stream.items(source), replace=options.replace,
-                               commit_every=None if options.strict else COMMIT_ROWS,
-                               on_repeat=stream.repeat, keep_changed=REPORTED_CHANGED)
+        with _items_of(source, stream, options) as items:
+            added = repo.add_items(job.id, items, replace=options.replace,
+                                   commit_every=None if options.strict else COMMIT_ROWS,
+                                   on_repeat=stream.repeat, keep_changed=REPORTED_CHANGED)
     return IngestReport(
         job=job, rows_read=stream.rows_read, inserted=added.inserted, present=added.present,
         invalid=stream.invalid, invalid_reasons=tuple(stream.reasons),
@@ -152,6 +169,16 @@ class _ItemStream:
     def reasons(self) -> list[str]:
         """The first invalid rows' reasons, in file order."""
         return [reason for _line, reason in self._reasons]
+
+    def counts(self) -> tuple[int, int, list[tuple[int, str]]]:
+        """Rows read, invalid rows and the first reasons: what a reader process reports."""
+        return self.rows_read, self.invalid, self._reasons
+
+    def absorb(self, rows_read: int, invalid: int, reasons: list[tuple[int, str]]) -> None:
+        """Add the counts of the reader process that read the rows."""
+        self.rows_read += rows_read
+        self.invalid += invalid
+        self._reasons = sorted([*self._reasons, *reasons])[:REPORTED_REASONS]
 
     def items(self, rows: Iterable[Row]) -> Iterator[NewItem]:
         """One store item per row."""
@@ -181,10 +208,111 @@ class _ItemStream:
         if not counted:
             self.invalid += 1
         # Repeats are found as they are written, after later rows: keep the earliest lines.
-        self._reasons = sorted([*self._reasons, (number, str(error))])[:REPORTED_REASONS]
+        self.absorb(0, 0, [(number, str(error))])
         return NewItem(key, number, input_json, None, None, None, status=RowStatus.INVALID.value,
                        error_code=INVALID_ROW_CODE, error_message=str(error))
 
 
 def _source_of(path: str) -> str:
     return path if path == STDIN else os.path.abspath(path)
+
+
+@contextmanager
+def _items_of(source: InputFile, stream: _ItemStream,
+              options: IngestOptions) -> Iterator[Iterator[NewItem]]:
+    """The file's items, read in this process, or for a large file by a reader process."""
+    large = source.path != STDIN and os.path.getsize(source.path) >= READER_MIN_BYTES
+    if not large or (os.cpu_count() or 1) < 2:
+        yield stream.items(source)
+        return
+    reader = _ReaderProcess(source, options)
+    try:
+        yield reader.items(stream)
+    finally:
+        reader.close()
+
+
+class _ReaderProcess:
+    """A subprocess that reads and validates the file and sends its items back in chunks.
+
+    A plain subprocess running `serve_reader` rather than multiprocessing, which would run the
+    caller's __main__ script again in the child. Messages are pickled tuples on its standard
+    output: ("items", [NewItem fields, ...]), then ("done", counts), or ("error", exception).
+    """
+
+    def __init__(self, source: InputFile, options: IngestOptions):
+        self.name = source.name
+        self._finished = False
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _READER_COMMAND, source.path, json.dumps(asdict(options))],
+            stdout=subprocess.PIPE)
+
+    def items(self, stream: _ItemStream) -> Iterator[NewItem]:
+        """The items as they arrive; the reader's counts go into `stream` at the end."""
+        while True:
+            kind, payload = self._receive()
+            if kind == "error":
+                raise payload
+            if kind == "done":
+                stream.absorb(*payload)
+                self._finished = True
+                return
+            yield from map(NewItem._make, payload)
+
+    def close(self) -> None:
+        """Wait for the reader to exit; stop it first if its items are no longer wanted."""
+        if not self._finished:
+            self._process.kill()
+        assert self._process.stdout is not None
+        self._process.stdout.close()
+        self._process.wait()
+
+    def _receive(self) -> tuple[str, Any]:
+        try:
+            return pickle.load(self._process.stdout)  # type: ignore[arg-type]
+        except EOFError:
+            code = self._process.wait()
+            raise InputFileError(f"{self.name}: the process reading it stopped (exit code "
+                                 f"{code})") from None
+
+
+def serve_reader() -> None:
+    """The reader process (argv: path, IngestOptions as JSON): send the file's items, then the
+    counts, on standard output. A writer thread sends while the main thread reads ahead."""
+    path, options = sys.argv[1], IngestOptions(**json.loads(sys.argv[2]))
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print must not land in the item stream
+    pending: queue.Queue[tuple[str, Any] | None] = queue.Queue(maxsize=READER_QUEUE_CHUNKS)
+    sender = threading.Thread(target=_send, args=(pending, out), daemon=True)
+    sender.start()
+    try:
+        _read_into(pending, path, options)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent reports it
+        return
+    pending.put(None)
+    sender.join()
+
+
+def _read_into(pending: queue.Queue[tuple[str, Any] | None], path: str,
+               options: IngestOptions) -> None:
+    try:
+        with InputFile(path, options.mapper(), fmt=options.format,
+                       encoding=options.encoding) as source:
+            stream = _ItemStream(source, strict=options.strict)
+            items = stream.items(source)
+            # Plain tuples: pickling named tuples costs seven times as much.
+            while chunk := [tuple(item) for item in islice(items, READER_CHUNK_ROWS)]:
+                pending.put(("items", chunk))
+            pending.put(("done", stream.counts()))
+    except Exception as exc:  # whatever stops the reading is the parent's to report
+        pending.put(("error", exc))
+
+
+def _send(pending: queue.Queue[tuple[str, Any] | None], out: IO[bytes]) -> None:
+    try:
+        while (message := pending.get()) is not None:
+            pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
+            out.flush()
+        out.close()
+    except OSError:  # the parent stopped listening: nothing left to do
+        os._exit(1)

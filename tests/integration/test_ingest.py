@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from foxbatch import ingest as ingest_module
 from foxbatch.errors import ConfigError, InputFileError, RowError
 from foxbatch.ingest import INVALID_ROW_CODE, IngestOptions, ingest
 from foxbatch.models import request_hash
@@ -25,6 +26,14 @@ def sqlite_repo(sqlite_url):
     repository = open_store(sqlite_url)
     yield repository
     repository.engine.dispose()
+
+
+@pytest.fixture(params=["in-process", "reader-process"])
+def reader(request, monkeypatch) -> str:
+    """Read the file in this process, or (as large files are) in a reader process."""
+    if request.param == "reader-process":
+        monkeypatch.setattr(ingest_module, "READER_MIN_BYTES", 0)
+    return request.param
 
 
 def write_jsonl(path: Path, rows: list[object]) -> Path:
@@ -91,7 +100,7 @@ def test_a_changed_file_adds_new_keys_and_reports_changed_ones(repo, tmp_path):
     assert "edited" in item["request"] and item["status"] == "queued"
 
 
-def test_invalid_rows_are_stored_with_their_line_and_reason(repo, tmp_path):
+def test_invalid_rows_are_stored_with_their_line_and_reason(repo, tmp_path, reader):
     path = write_jsonl(tmp_path / "mixed.jsonl", [
         {"id": "a", "prompt": "ok"}, {"id": "b", "prompt": "hot", "temperature": 3},
         "{broken", ["not", "an", "object"], {"id": "c", "prompt": "also ok"}])
@@ -129,10 +138,10 @@ def test_repeated_keys_keep_the_first_occurrence(repo, tmp_path):
     assert (again.inserted, again.present, again.invalid, again.changed) == (0, 5, 1, ())
 
 
-def test_repeats_across_chunks_and_invalid_repeats_count_once(repo, tmp_path):
+def test_repeats_across_chunks_and_invalid_repeats_count_once(sqlite_repo, tmp_path, reader):
     rows = [{"id": f"k{i}", "prompt": "p"} for i in range(1, 7001)]
     rows += [{"id": "k1", "prompt": "p"}, {"id": "k2", "prompt": "p", "temperature": 9}]
-    report = ingest(repo, str(write_jsonl(tmp_path / "big.jsonl", rows)), GPT)
+    report = ingest(sqlite_repo, str(write_jsonl(tmp_path / "big.jsonl", rows)), GPT)
     assert (report.rows_read, report.inserted, report.invalid) == (7002, 7002, 2)
     assert report.invalid_reasons == (
         "line 7001: the key 'k1' repeats line 1 (the first occurrence is kept)",
@@ -140,7 +149,7 @@ def test_repeats_across_chunks_and_invalid_repeats_count_once(repo, tmp_path):
         "line 7002: the key 'k2' repeats line 2 (the first occurrence is kept)")
 
 
-def test_strict_refuses_the_whole_file_at_the_first_bad_row(repo, tmp_path):
+def test_strict_refuses_the_whole_file_at_the_first_bad_row(repo, tmp_path, reader):
     rows = [*reviews(30), {"id": "x", "prompt": "p", "max_tokens": 0}, *reviews(3)]
     path = write_jsonl(tmp_path / "strict.jsonl", rows)
     options = IngestOptions(model="gpt-5.4", strict=True)
@@ -157,7 +166,7 @@ def test_strict_refuses_a_repeated_key(repo, tmp_path):
     assert sum(repo.counts(repo.get_job("strict").id).values()) == 0
 
 
-def test_strict_stores_nothing_when_decoding_fails_late(sqlite_repo, tmp_path):
+def test_strict_stores_nothing_when_decoding_fails_late(sqlite_repo, tmp_path, reader):
     path = tmp_path / "late.csv"
     path.write_bytes(b"prompt\n" + b"a fine prompt\n" * 5000 + b"caf\xe9\n")
     with pytest.raises(InputFileError, match=r"line 5002 is not valid utf-8"):
@@ -187,7 +196,7 @@ def test_file_level_problems_store_nothing(sqlite_repo, tmp_path, make, error_ty
     assert sqlite_repo.list_jobs() == []
 
 
-def test_csv_file(sqlite_repo, tmp_path):
+def test_csv_file(sqlite_repo, tmp_path, reader):
     path = tmp_path / "labels.csv"
     path.write_bytes("\ufeffid,text,max_tokens\n007,\"Great, \"\"really\"\"\nyes\",\nx,NA,9\n"
                      .encode())
@@ -235,3 +244,12 @@ def test_standard_input_needs_a_job_name(sqlite_repo, monkeypatch):
 def test_options_are_checked(options, text):
     with pytest.raises(ConfigError, match=text):
         IngestOptions(**options)
+
+
+def test_a_reader_process_that_dies_is_an_error(sqlite_repo, tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest_module, "READER_MIN_BYTES", 0)
+    monkeypatch.setattr(ingest_module, "_READER_COMMAND", "import sys; sys.exit(3)")
+    path = write_jsonl(tmp_path / "r.jsonl", reviews(3))
+    with pytest.raises(InputFileError, match=r"r.jsonl: the process reading it stopped \(exit "
+                                             r"code 3\)"):
+        ingest(sqlite_repo, str(path), GPT)
