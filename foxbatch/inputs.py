@@ -13,10 +13,10 @@ whole, so that a file-level problem is raised before any row is used.
   without a byte-order mark, unless an encoding is given.
 - Parquet: read batch by batch; rows numbered from 1.
 
-A row that is not a JSON object, or whose cells do not match the header, keeps its text under
-"_raw". A row's key is its `id` field (or the `--id-field`; `custom_id` is recognised too), else
-its number. Keys starting with "~line:" are reserved: ingest stores a row whose own key cannot
-be used (a repeated key) under "~line:<number>".
+A line that is not a JSON object keeps its text under "_raw", a CSV record whose cells do not
+match the header its cells. A row's key is its `id` field (or the `--id-field`; `custom_id` is
+recognised too), else its number. Keys starting with "~line:" are reserved: ingest stores a row
+whose own key cannot be used (a repeated key) under "~line:<number>".
 """
 
 from __future__ import annotations
@@ -116,24 +116,6 @@ class FieldMap:
     prompt_field: str = "prompt"
     template: str | None = None
     id_field: str | None = None
-
-
-def _body_around_prompt(defaults: RequestSettings) -> tuple[str, str, str] | None:
-    """The canonical JSON of a text-form request with these settings, split around its prompt,
-    and the model; None when the settings alone cannot make a valid request."""
-    if defaults.model is None:
-        return None
-    body = request_body(defaults.model, prompt=_PROMPT_SLOT, system_prompt=defaults.system_prompt,
-                        max_tokens=defaults.max_tokens, temperature=defaults.temperature,
-                        reasoning=defaults.reasoning)
-    try:
-        validate_body(body)
-    except RowError:
-        return None
-    parts = canonical_json(body).split(canonical_json(_PROMPT_SLOT))
-    if len(parts) != 2:  # the slot text also appears in a setting: take the general path
-        return None
-    return parts[0], parts[1], defaults.model
 
 
 def synthetic_key(number: int) -> str:
@@ -534,6 +516,24 @@ def _undecodable_line(path: str, encoding: str) -> int | None:
 
 
 # -- fields ------------------------------------------------------------------------------------
+
+
+def _body_around_prompt(defaults: RequestSettings) -> tuple[str, str, str] | None:
+    """The canonical JSON of a text-form request with these settings, split around its prompt,
+    and the model; None when the settings alone cannot make a valid request."""
+    if defaults.model is None:
+        return None
+    body = request_body(defaults.model, prompt=_PROMPT_SLOT, system_prompt=defaults.system_prompt,
+                        max_tokens=defaults.max_tokens, temperature=defaults.temperature,
+                        reasoning=defaults.reasoning)
+    try:
+        validate_body(body)
+    except RowError:
+        return None
+    parts = canonical_json(body).split(canonical_json(_PROMPT_SLOT))
+    if len(parts) != 2:  # the slot text also appears in a setting: take the general path
+        return None
+    return parts[0], parts[1], defaults.model
 
 
 def _invalid(key: str, record: Record, error: RowError) -> Row:
