@@ -9,6 +9,7 @@ from foxbatch.cli.common import App, FoxbatchGroup, setup_logging
 from foxbatch.cli.db import db_group
 from foxbatch.cli.engine import poll_command
 from foxbatch.cli.ingest import ingest_command
+from foxbatch.cli.run import run_command, submit_command
 from foxbatch.cli.sim import sim_command
 from foxbatch.cli.status import status_command
 from foxbatch.cli.workers import workers_command
@@ -44,3 +45,5 @@ main.add_command(poll_command)
 main.add_command(workers_command)
 main.add_command(ingest_command)
 main.add_command(status_command)
+main.add_command(submit_command)
+main.add_command(run_command)

@@ -57,6 +57,9 @@ def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--lease-seconds", type=click.FloatRange(min=2), default=30.0,
                      show_default=True, help="A dead worker's claimed rows come back within "
                      "this many seconds (live workers renew their claims by heartbeat)."),
+        click.option("--retry-base", type=click.FloatRange(min=0.01), default=2.0,
+                     show_default=True, help="Seconds before the first retry of a failed row "
+                     "(1-2x this, doubling with each attempt, at most 5 minutes)."),
         click.option("--sim", is_flag=True, help="Use the bundled FoxAPI simulator "
                      "in-process instead of the network (no API key needed)."),
     ]
@@ -68,7 +71,7 @@ def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _engine_options_from(kwargs: dict[str, Any]) -> EngineOptions:
     return EngineOptions(concurrency=kwargs["concurrency"], rps=kwargs["rps"],
                          max_attempts=kwargs["max_attempts"], on_doubt=OnDoubt(kwargs["on_doubt"]),
-                         lease_seconds=kwargs["lease_seconds"])
+                         lease_seconds=kwargs["lease_seconds"], retry_base=kwargs["retry_base"])
 
 
 @click.command("poll")
