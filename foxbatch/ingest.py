@@ -222,7 +222,7 @@ def _items_of(source: InputFile, stream: _ItemStream,
               options: IngestOptions) -> Iterator[Iterator[NewItem]]:
     """The file's items, read in this process, or for a large file by a reader process."""
     large = source.path != STDIN and os.path.getsize(source.path) >= READER_MIN_BYTES
-    if not large or (os.cpu_count() or 1) < 2:
+    if not large or (os.cpu_count() or 1) < 2 or not sys.executable:
         yield stream.items(source)
         return
     reader = _ReaderProcess(source, options)
@@ -243,9 +243,12 @@ class _ReaderProcess:
     def __init__(self, source: InputFile, options: IngestOptions):
         self.name = source.name
         self._finished = False
+        # The child must import this very foxbatch, installed or not.
+        package_root = str(Path(__file__).resolve().parents[1])
+        search_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
             [sys.executable, "-c", _READER_COMMAND, source.path, json.dumps(asdict(options))],
-            stdout=subprocess.PIPE)
+            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": search_path})
 
     def items(self, stream: _ItemStream) -> Iterator[NewItem]:
         """The items as they arrive; the reader's counts go into `stream` at the end."""
