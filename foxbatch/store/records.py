@@ -209,3 +209,44 @@ class Worker:
         if self.stopped_at is not None:
             return "stopped"
         return "dead" if now - self.heartbeat_at > self.lease_seconds else "live"
+
+
+@dataclass(frozen=True)
+class ErrorCount:
+    """One error code of a job: how many rows carry it now, and one of their messages."""
+
+    code: str
+    count: int
+    example: str | None
+
+
+@dataclass(frozen=True)
+class JobStats:
+    """The totals `foxbatch status` shows for one job.
+
+    `attempts` sums every row's submissions; `first_submitted_at` and `last_finished_at` bound
+    the work done so far; `finished_since` counts rows that finished at or after the time the
+    caller asked about (the recent throughput).
+    """
+
+    counts: dict[str, int]
+    attempts: int
+    in_doubt_resubmits: int
+    prompt_tokens: int
+    completion_tokens: int
+    first_submitted_at: float | None
+    last_finished_at: float | None
+    finished_since: int
+    errors: list[ErrorCount]
+
+
+@dataclass(frozen=True)
+class RequestChange:
+    """A terminal row re-queued with a new request (`foxbatch retry --set`): applies only while
+    the row is still in `expected_status`."""
+
+    item_id: int
+    expected_status: str
+    request_json: str
+    request_hash: str
+    model: str
