@@ -5,8 +5,9 @@ claimed row, on the lease token of the claim. A worker that lost its lease (it w
 lease expired and another worker took the row) changes nothing, in `items` and in `attempts`
 alike; the one write it still makes is the id of a task FoxAPI created for it (the audit trail).
 Claims use FOR UPDATE SKIP LOCKED on PostgreSQL and BEGIN IMMEDIATE on SQLite, so two workers
-never claim the same row. On PostgreSQL a transaction that waits for row locks takes them in id
-order (and every other one skips locked rows), so workers never deadlock one another.
+never claim the same row. On PostgreSQL a transaction that waits for row locks (a group commit,
+a release, a heartbeat) takes them in id order first, and claims and rescues skip locked rows,
+so workers never deadlock one another.
 """
 
 from __future__ import annotations
@@ -283,8 +284,8 @@ class Repository:
                      lease_seconds: float) -> int:
         """Extend the leases of this owner's claims (heartbeat); returns rows still owned.
 
-        A row whose lease another worker took (new token) or that is locked just now (its outcome
-        is being written) is left alone; the next heartbeat tries again.
+        Rows are locked in id order (a claim of another worker may hold one for a moment); a
+        row whose lease another worker took meanwhile (new token) is left alone.
         """
         if not claims:
             return 0
@@ -295,7 +296,7 @@ class Repository:
                  .where(items.c.id.in_(sorted({c.item_id for c in claims})),
                         items.c.lease_owner == owner, items.c.lease_token.in_(tokens),
                         items.c.status.in_(("submitting", "pending")))
-                 .order_by(items.c.id).with_for_update(skip_locked=True))
+                 .order_by(items.c.id).with_for_update())
         stmt = (update(items)
                 .where(items.c.id.in_(owned), items.c.lease_token.in_(tokens))
                 .values(lease_until=until,

@@ -6,7 +6,8 @@
 - fencing: a worker paused (SIGSTOP) past its lease while its submits are in flight, its rows
   taken over, then resumed (SIGCONT), changes nothing; meanwhile the new owner's heartbeat
   keeps its own claims safe from the resumed worker's rescues;
-- the shared rate limit: three workers with --rps R send at most R requests/s together.
+- the shared rate limit: three workers with --rps R send at most R requests/s together;
+- batch claims under contention (FOR UPDATE SKIP LOCKED): four threads, never the same row.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ import pytest
 from foxbatch.sim import SimConfig, Simulator
 from foxbatch.sim.server import serve_in_subprocess, serve_in_thread
 from foxbatch.store import Repository, open_store
+from foxbatch.store.records import TaskCreated, TaskSucceeded
 from foxbatch.submitter import EngineOptions
 from tests.engine_helpers import assert_answers_are_their_own, in_doubt_total, seed_job
 
@@ -362,3 +365,49 @@ def test_workers_share_one_rate_budget(store, spawn):
     overall = (last[1] - first[1]) / (last[0] - first[0])
     assert 0.75 * RPS <= overall <= 1.05 * RPS
     assert busiest_window(busy, 2.0) <= 1.15 * RPS
+
+
+# -- batch claims under contention ----------------------------------------------------------
+
+
+def claim_until_done(repo: Repository, name: str, owners: dict[tuple[str, int], list[str]],
+                     lock: threading.Lock, failed: threading.Event) -> None:
+    """Claim submits and polls in batches of 8, heartbeat, and record outcomes, until no row
+    is left; note who claimed what."""
+    try:
+        while not failed.is_set():
+            submits = repo.claim_queued(name, 8, lease_seconds=30)
+            polls = repo.claim_due_polls(name, 8, lease_seconds=30)
+            if not submits and not polls:
+                if repo.active_count() == 0:
+                    return
+                continue
+            with lock:
+                for kind, claims in (("submit", submits), ("poll", polls)):
+                    for claim in claims:
+                        owners[(kind, claim.item_id)].append(name)
+            assert repo.renew_leases(name, [*submits, *polls], lease_seconds=30) == len(
+                submits) + len(polls)
+            now = time.time()
+            repo.apply([
+                *(TaskCreated(c.item_id, c.lease_token, c.attempt, f"t{c.item_id}", now, 0.0)
+                  for c in submits),
+                *(TaskSucceeded(c.item_id, c.lease_token, c.attempt, "{}", "ok", "stop",
+                                "gpt-5.4", 1, 1, 2, now) for c in polls)])
+    except BaseException:
+        failed.set()
+        raise
+
+
+def test_batch_claims_under_contention_never_overlap(store):
+    job_id = seed_job(store, 400)
+    owners: dict[tuple[str, int], list[str]] = defaultdict(list)
+    lock, failed = threading.Lock(), threading.Event()
+    with ThreadPoolExecutor(4) as pool:
+        running = [pool.submit(claim_until_done, store, f"w{i}", owners, lock, failed)
+                   for i in range(4)]
+        for future in running:
+            future.result(timeout=60)
+    assert store.counts(job_id)["succeeded"] == 400
+    assert len(owners) == 800 and all(len(names) == 1 for names in owners.values())
+    assert len({names[0] for names in owners.values()}) == 4
