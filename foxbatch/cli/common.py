@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -50,10 +50,23 @@ pass_app = click.make_pass_decorator(App)
 class FoxbatchGroup(click.Group):
     """A click group that turns foxbatch errors into one line and the design's exit codes."""
 
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        """Parse the global options; a usage error exits 1 (design.md), not click's 2."""
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT_ERROR
+            raise
+
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the command; errors become one line on stderr (a traceback only with -v)."""
+        """Run the command; errors become one line on stderr (a traceback only with -v), and
+        usage errors exit 1 (exit code 2 means rows failed)."""
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT_ERROR
+            raise
         except FoxbatchError as exc:
             _report(ctx, exc)
             ctx.exit(EXIT_FATAL_API if isinstance(exc, FatalApiError) else EXIT_ERROR)
@@ -70,6 +83,26 @@ def _report(ctx: click.Context, exc: FoxbatchError) -> None:
     message = redact(str(exc), secret)
     hint = getattr(exc, "hint", "")
     click.echo(f"foxbatch: error: {message}" + (f" ({hint})" if hint else ""), err=True)
+
+
+def duration_text(seconds: float) -> str:
+    """A duration for people: 42s, 3m07s, 2h15m, 3d04h."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def table_text(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Rows under a header in left-aligned columns, two spaces apart."""
+    lines = [list(header), *map(list, rows)]
+    widths = [max(len(cell) for cell in column) for column in zip(*lines, strict=True)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True))
+                     .rstrip() for line in lines)
 
 
 def setup_logging(settings: Settings) -> None:

@@ -5,36 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
-import httpx
 
-from foxbatch.budget import budget_key
+from foxbatch import worker
 from foxbatch.cli.common import (
     EXIT_FATAL_API,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_ROWS_FAILED,
     App,
+    duration_text,
     pass_app,
 )
-from foxbatch.client import FoxClient
-from foxbatch.errors import ConfigError
 from foxbatch.models import OnDoubt
-from foxbatch.runner import Progress, Runner, RunSummary
+from foxbatch.runner import Progress, RunSummary
 from foxbatch.submitter import EngineOptions
+from foxbatch.worker import Endpoint, endpoint, open_runner
 
 log = logging.getLogger("foxbatch.cli")
 
-SIM_NOTICE = ("foxbatch: --sim: using the bundled FoxAPI simulator in-process; "
-              "the answers are simulated")
+SIM_NOTICE = f"foxbatch: --sim: {worker.SIM_NOTICE}"
 LOG_PROGRESS_EVERY = 30.0
 TTY_PROGRESS_EVERY = 0.5
 
@@ -91,38 +87,28 @@ def poll_command(app: App, jobs: tuple[str, ...], until_done: bool, **kwargs: An
 
 
 def drive(app: App, job_ids: list[int] | None, kwargs: dict[str, Any], *, submit: bool,
-           poll: bool, until_done: bool = True) -> RunSummary:
+          poll: bool, until_done: bool = True) -> RunSummary:
+    """Run the engine over `job_ids` (every job when None) with the engine flags in `kwargs`,
+    showing progress; SIGINT and SIGTERM stop it cleanly."""
     options = _engine_options_from(kwargs)
-    transport = _sim_transport() if kwargs["sim"] else None
-    if transport is None and not app.settings.api_key:
-        raise ConfigError("FOXAPI_API_KEY is not set (or pass --sim to try the simulator)")
-    return asyncio.run(_run_engine(app, job_ids, options, transport, submit=submit, poll=poll,
+    target = endpoint(app.settings, sim=kwargs["sim"])
+    if kwargs["sim"]:
+        click.echo(SIM_NOTICE, err=True)
+    return asyncio.run(_run_engine(app, job_ids, options, target, submit=submit, poll=poll,
                                    until_done=until_done))
 
 
 async def _run_engine(app: App, job_ids: list[int] | None, options: EngineOptions,
-                      transport: httpx.AsyncBaseTransport | None, *, submit: bool, poll: bool,
+                      target: Endpoint, *, submit: bool, poll: bool,
                       until_done: bool) -> RunSummary:
     display = ProgressDisplay()
-    base_url = "http://foxapi.sim" if transport is not None else app.settings.base_url
-    api_key = app.settings.api_key or "sk-sim"
-    options = dataclasses.replace(options, rate_key=budget_key(base_url, api_key))
-    async with FoxClient(base_url, api_key, transport=transport,
-                         max_connections=options.concurrency) as client:
-        runner = Runner(app.repo, client, options, job_ids=job_ids, submit=submit, poll=poll,
-                        on_progress=display.show, progress_every=display.every)
+    async with open_runner(app.repo, target, options, job_ids=job_ids, submit=submit,
+                           poll=poll, on_progress=display.show,
+                           progress_every=display.every) as runner:
         with _stop_on_signals(runner.stop):
             summary = await runner.run(until_done=until_done)
     display.close()
     return summary
-
-
-def _sim_transport() -> httpx.AsyncBaseTransport:
-    from foxbatch.sim import SimConfig, Simulator
-
-    click.echo(SIM_NOTICE, err=True)
-    simulator = Simulator(SimConfig(seed=0, latency_median=0.3, latency_sigma=0.5))
-    return httpx.ASGITransport(app=simulator.app)
 
 
 @contextlib.contextmanager
@@ -192,19 +178,8 @@ def format_progress(p: Progress) -> str:
     c = p.counts
     done = c["succeeded"]
     pct = 100.0 * p.finished / p.total if p.total else 100.0
-    eta = _duration(p.eta_seconds) if p.eta_seconds is not None else "?"
+    eta = duration_text(p.eta_seconds) if p.eta_seconds is not None else "?"
     paused = f" | paused {p.paused_for:.0f}s (429)" if p.paused_for > 0.5 else ""
     return (f"{p.finished}/{p.total} finished ({pct:.0f}%) | succeeded {done} failed "
             f"{c['failed']} invalid {c['invalid']} | in flight {p.in_flight} | "
             f"{p.rate:.1f} rows/s | ETA {eta}{paused}")
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return time.strftime("%Hh%Mm", time.gmtime(seconds))
-
-

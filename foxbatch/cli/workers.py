@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from foxbatch.cli.common import App, pass_app
+from foxbatch.cli.common import App, pass_app, table_text
 from foxbatch.store.records import Worker
 
 # Stopped workers are listed for this long after they stop (all of them with --all).
@@ -34,7 +34,7 @@ def workers_command(app: App, as_json: bool, show_all: bool) -> None:
     elif not shown:
         click.echo("no workers on record" + ("" if show_all else " (--all shows old ones)"))
     else:
-        click.echo(_table([_as_cells(w, now, job_names) for w in shown]))
+        click.echo(table_text(COLUMNS, [_as_cells(w, now, job_names) for w in shown]))
 
 
 def _worth_showing(worker: Worker, now: float) -> bool:
@@ -71,10 +71,3 @@ def _age(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds // 60}m"
     return f"{seconds // 3600}h"
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(c) for c in column) for column in zip(COLUMNS, *rows, strict=True)]
-    lines = [COLUMNS, *rows]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True))
-                     .rstrip() for line in lines)
