@@ -5,7 +5,8 @@ most R requests a second. Each worker's Limiter takes one token per request from
 `StoreTokenSource`, which leases tokens from the key's row in `rate_budgets` a batch at a time
 (see `Repository.lease_rate_tokens`: one atomic UPDATE ... RETURNING of a GCRA "theoretical
 arrival time"). Leases never overlap, whichever worker makes them, and cost the store one short
-transaction per batch (about four a second per key), not one per request.
+transaction per batch (about four a second per key), not one per request. A 429 seen by one
+worker holds the whole budget for the pause, so every worker of the key pauses with it.
 
 The row is named by a fingerprint of the base URL and the API key (`budget_key`), so workers
 using the same key share a budget without the key being stored anywhere.
@@ -39,3 +40,7 @@ class StoreTokenSource:
         wait = await self._db.call(self._db.repo.lease_rate_tokens, self._key, n,
                                    rate=self._rps, burst=BURST_SECONDS)
         return TokenGrant(wait=wait, count=n, spacing=1.0 / self._rps)
+
+    async def hold(self, seconds: float) -> None:
+        """Let no token of the shared budget fall due for `seconds`."""
+        await self._db.call(self._db.repo.hold_rate_budget, self._key, seconds)

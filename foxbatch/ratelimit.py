@@ -8,7 +8,8 @@ is one coordinated slowdown instead of a storm of independent retries.
 When several processes share one requests/s budget (one API key, many workers), the limiter
 also takes a token from a `TokenSource` for every request. It leases them a batch at a time
 (a quarter second's worth), each token due at its own moment, so the shared budget costs one
-round trip per batch, not per request; without a source nothing changes.
+round trip per batch, not per request; a 429 pauses the whole budget, so every process sharing
+it pauses too. Without a source nothing changes.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class TokenSource(Protocol):
 
     async def lease(self, n: int) -> TokenGrant:
         """Lease the next `n` tokens of the budget."""
+        ...
+
+    async def hold(self, seconds: float) -> None:
+        """Let no token of the budget fall due for `seconds` (the API said 429)."""
         ...
 
 
@@ -148,6 +153,8 @@ class Limiter:
         now = self._clock()
         self.rate_limited += 1
         pause = min(self.max_pause, retry_after if retry_after is not None else DEFAULT_PAUSE)
+        if self._shared is not None and self._paused_until <= now:
+            self._shared.hold(pause)  # a new pause: the other processes of this key pause too
         self._paused_until = max(self._paused_until, now + pause)
         if now - self._last_decrease < max(pause, DEFAULT_PAUSE):
             return
@@ -192,6 +199,7 @@ class _LeasedTokens:
         self._left = 0
         self._spacing = 0.0
         self._taken = 0  # taken from the current batch since the last drop: can be given back
+        self._holds: set[asyncio.Task[None]] = set()
 
     async def wait(self) -> float:
         """Seconds until a token may be taken, leasing a new batch first if none is left."""
@@ -211,6 +219,18 @@ class _LeasedTokens:
         self._taken += 1
         self._next_at += self._spacing
         return True
+
+    def hold(self, seconds: float) -> None:
+        """Pause the shared budget for `seconds`, in the background; drop the tokens in hand."""
+        self._left = self._taken = 0
+        task = asyncio.get_running_loop().create_task(self._source.hold(seconds))
+        self._holds.add(task)
+        task.add_done_callback(self._hold_done)
+
+    def _hold_done(self, task: asyncio.Task[None]) -> None:
+        self._holds.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not pause the shared rate budget: %s", task.exception())
 
     def give_back(self, n: int) -> None:
         """Return up to `n` tokens taken but not used (their turns come round again)."""

@@ -502,6 +502,14 @@ class Repository:
                 end = conn.execute(stmt).scalar_one()
         return end - n / rate - now
 
+    def hold_rate_budget(self, key: str, seconds: float) -> None:
+        """Let no token of the budget `key` fall due for `seconds` from now (a 429)."""
+        until = self.clock() + seconds
+        tat = rate_budgets.c.tat
+        with self.engine.begin() as conn:
+            conn.execute(update(rate_budgets).where(rate_budgets.c.key == key)
+                         .values(tat=case((tat > until, tat), else_=until)))
+
     # -- workers ----------------------------------------------------------------------------
 
     def register_worker(self, worker_id: str, *, host: str, pid: int,

@@ -36,6 +36,15 @@ def test_leases_follow_one_another_on_the_budgets_timeline(clocked):
         -BURST_SECONDS)
 
 
+def test_a_hold_pauses_the_whole_budget(clocked):
+    repo, clock = clocked
+    repo.lease_rate_tokens("k", 5, rate=10, burst=BURST_SECONDS)
+    repo.hold_rate_budget("k", 3.0)
+    assert repo.lease_rate_tokens("k", 5, rate=10, burst=BURST_SECONDS) == pytest.approx(3.0)
+    repo.hold_rate_budget("k", 1.0)  # a shorter hold does not shorten a longer one
+    assert repo.lease_rate_tokens("k", 5, rate=10, burst=BURST_SECONDS) == pytest.approx(3.5)
+
+
 def test_concurrent_leases_never_overlap(clocked):
     repo, _ = clocked  # the clock stands still: every lease must start where the last ended
 

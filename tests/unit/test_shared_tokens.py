@@ -25,6 +25,9 @@ class Budget:
         self.leases += 1
         return TokenGrant(wait=start - now, count=n, spacing=1 / self.rate)
 
+    async def hold(self, seconds: float) -> None:
+        self.tat = max(self.tat, time.monotonic() + seconds)
+
 
 async def take_for(limiter: Limiter, seconds: float) -> int:
     """Take one permit at a time for `seconds`, sending nothing; return how many were taken."""
@@ -64,6 +67,16 @@ async def test_tokens_left_unused_past_their_turn_are_dropped():
     assert await limiter.acquire(100) <= 100 * 2 * BURST_SECONDS + 1  # no burst of old tokens
     assert budget.leases == 2
     assert time.monotonic() - start < 0.1
+
+
+async def test_a_429_in_one_process_pauses_the_others_sharing_the_budget():
+    budget = Budget(rate=20)
+    seen, other = (Limiter(concurrency=8, rps=20, tokens=budget) for _ in range(2))
+    seen.on_rate_limited(0.4)
+    await asyncio.sleep(0)  # the hold goes to the budget in the background
+    start = time.monotonic()
+    await other.acquire()
+    assert time.monotonic() - start >= 0.4 - BURST_SECONDS - 0.01
 
 
 def test_a_shared_budget_needs_a_rate():
