@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import click
 
+from foxbatch.cli.actions import cancel_command, retry_command
 from foxbatch.cli.common import App, FoxbatchGroup, setup_logging
 from foxbatch.cli.db import db_group
 from foxbatch.cli.engine import poll_command
+from foxbatch.cli.export import export_command
 from foxbatch.cli.ingest import ingest_command
 from foxbatch.cli.run import run_command, submit_command
 from foxbatch.cli.sim import sim_command
-from foxbatch.cli.status import status_command
+from foxbatch.cli.status import jobs_command, status_command
 from foxbatch.cli.workers import workers_command
 from foxbatch.config import Settings
 
@@ -47,3 +49,7 @@ main.add_command(ingest_command)
 main.add_command(status_command)
 main.add_command(submit_command)
 main.add_command(run_command)
+main.add_command(jobs_command)
+main.add_command(export_command)
+main.add_command(retry_command)
+main.add_command(cancel_command)
