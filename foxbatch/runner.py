@@ -141,11 +141,11 @@ class Runner:
         self._started = time.monotonic()
         await self._register()
         await self._seed_planner()
-        recorder = asyncio.create_task(self._recorder.run(), name="recorder")
+        recorder = asyncio.create_task(self._recorder.run(), name="the recorder")
         loops = [asyncio.create_task(coro, name=name) for name, coro in (
-            ("submit", self._submit_loop()), ("poll", self._poll_loop()),
-            ("upkeep", self._upkeep_loop(until_done)))]
-        for loop_task in loops:
+            ("the submit loop", self._submit_loop()), ("the poll loop", self._poll_loop()),
+            ("the upkeep loop", self._upkeep_loop(until_done)))]
+        for loop_task in (*loops, recorder):
             loop_task.add_done_callback(self._loop_done)
         try:
             await self._stop.wait()
@@ -160,12 +160,12 @@ class Runner:
                             lease_seconds=self.options.lease_seconds)
 
     def _loop_done(self, task: asyncio.Task[None]) -> None:
-        """A loop that fails (e.g. the database went away) stops the whole run: a worker
-        missing its heartbeat or its claims must not go on as if it were healthy."""
+        """A loop (or the recorder) that fails, e.g. because the database went away, stops the
+        whole run: a worker that can no longer heartbeat or record must not go on claiming."""
         if task.cancelled() or task.exception() is None:
             return
         exc = task.exception()
-        log.error("internal error in the %s loop; stopping", task.get_name(),
+        log.error("internal error in %s; stopping", task.get_name(),
                   exc_info=(type(exc), exc, exc.__traceback__))
         self.stop()
 

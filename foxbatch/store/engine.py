@@ -4,6 +4,11 @@ SQLite: WAL, synchronous=NORMAL, busy_timeout, foreign keys, and every write tra
 with BEGIN IMMEDIATE. A deferred BEGIN that reads and then writes fails with SQLITE_BUSY when
 another process took the write lock in between; IMMEDIATE takes the lock up front and waits for
 it (busy_timeout) instead. Read-only work asks for a deferred BEGIN through `READ_ONLY`.
+
+PostgreSQL: a session that sits inside a transaction for IDLE_IN_TRANSACTION_MS (its worker
+was paused or hung mid-transaction; foxbatch's own transactions never wait on anything but the
+database) is ended by the server, so its row locks cannot keep other workers from rescuing its
+claims or block their writes; the worker finds out on its next statement.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from sqlalchemy.exc import ArgumentError
 from foxbatch.errors import ConfigError
 
 BUSY_TIMEOUT_MS = 30_000
+IDLE_IN_TRANSACTION_MS = 10_000
 READ_ONLY = {"foxbatch_read_only": True}
 
 
@@ -33,7 +39,9 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+        return create_engine(parsed, pool_size=pool_size, max_overflow=10, pool_pre_ping=True,
+                             connect_args={"options": "-c idle_in_transaction_session_timeout="
+                                                      f"{IDLE_IN_TRANSACTION_MS}"})
     raise ConfigError(f"--db {parsed.render_as_string(hide_password=True)}: "
                       "only sqlite:/// and postgresql+psycopg:// are supported")
 

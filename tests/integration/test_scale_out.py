@@ -30,10 +30,12 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from sqlalchemy import text
 
 from foxbatch.sim import SimConfig, Simulator
 from foxbatch.sim.server import serve_in_subprocess, serve_in_thread
 from foxbatch.store import Repository, open_store
+from foxbatch.store.engine import IDLE_IN_TRANSACTION_MS, make_engine
 from foxbatch.store.records import TaskCreated, TaskSucceeded
 from foxbatch.submitter import EngineOptions
 from tests.engine_helpers import assert_answers_are_their_own, in_doubt_total, seed_job
@@ -411,3 +413,13 @@ def test_batch_claims_under_contention_never_overlap(store):
     assert store.counts(job_id)["succeeded"] == 400
     assert len(owners) == 800 and all(len(names) == 1 for names in owners.values())
     assert len({names[0] for names in owners.values()}) == 4
+
+
+def test_a_worker_stuck_inside_a_transaction_loses_its_locks(pg_url):
+    """PostgreSQL ends a session idle inside a transaction (its worker paused mid-transaction),
+    so its row locks cannot hold up the other workers' rescues and writes for long."""
+    engine = make_engine(pg_url)
+    with engine.connect() as conn:
+        setting = conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar()
+    engine.dispose()
+    assert setting == f"{IDLE_IN_TRANSACTION_MS // 1000}s"

@@ -9,6 +9,7 @@ import os
 import time
 
 import httpx
+import pytest
 
 from foxbatch.client import FoxClient
 from foxbatch.runner import Runner
@@ -71,26 +72,28 @@ async def test_a_dead_workers_claims_come_back_within_lease_seconds(sqlite_url):
     repo.engine.dispose()
 
 
-class FailingPolls:
-    """A repository whose poll claims fail, as if the database had gone away."""
+class Failing:
+    """A repository one of whose methods fails, as if the database had gone away."""
 
-    def __init__(self, repo):
+    def __init__(self, repo, method: str):
         self._repo = repo
+        self._method = method
 
     def __getattr__(self, name):
+        if name == self._method:
+            raise ConnectionError("database went away")
         return getattr(self._repo, name)
 
-    def claim_due_polls(self, *args, **kwargs):
-        raise ConnectionError("database went away")
 
-
-async def test_a_failing_loop_stops_the_run(sqlite_url, caplog):
+@pytest.mark.parametrize(("method", "where"), [("claim_due_polls", "the poll loop"),
+                                               ("apply", "the recorder")])
+async def test_a_failing_loop_stops_the_run(sqlite_url, caplog, method, where):
     repo = open_store(sqlite_url)
     job_id = seed_job(repo, 5)
     sim = Simulator(SimConfig(seed=2))
     async with FoxClient("http://sim", "sk-t", transport=httpx.ASGITransport(app=sim.app)) as c:
-        runner = Runner(FailingPolls(repo), c, EngineOptions(), job_ids=[job_id], grace=0.1)
+        runner = Runner(Failing(repo, method), c, EngineOptions(), job_ids=[job_id], grace=0.1)
         summary = await asyncio.wait_for(runner.run(), timeout=10)
     assert summary.reason == "stopped"
-    assert "internal error in the poll loop" in caplog.text
+    assert f"internal error in {where}" in caplog.text
     repo.engine.dispose()
