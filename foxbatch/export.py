@@ -82,15 +82,24 @@ def export_job(repo: Repository, job: Job, path: str | Path,
     ConfigError for an unknown format or status, or a folder that cannot be written to.
     """
     target = Path(path)
-    fmt = (options.format or target.suffix.lstrip(".")).lower()
-    writer = _WRITERS.get(fmt)
-    if writer is None:
-        raise ConfigError(f"{target}: unknown export format {fmt!r} (use .jsonl, .csv or "
-                          ".parquet)")
-    _check_statuses(options.statuses)
+    writer = _WRITERS[check_target(target, options)]
     with _atomic_target(target) as tmp:
         columns = plan_columns(repo, job.id, options)
         return writer(tmp, columns, _crash_point_midway(export_rows(repo, job, columns, options)))
+
+
+def check_target(path: str | Path, options: ExportOptions = ExportOptions()) -> str:
+    """The format `export_job` would write `path` in; ConfigError (before any work is done)
+    for an unknown format or status, or a folder that does not exist."""
+    target = Path(path)
+    fmt = (options.format or target.suffix.lstrip(".")).lower()
+    if fmt not in _WRITERS:
+        raise ConfigError(f"{target}: unknown export format {fmt!r} (use .jsonl, .csv or "
+                          ".parquet)")
+    _check_statuses(options.statuses)
+    if not _folder_of(target).is_dir():
+        raise ConfigError(f"{target}: folder {_folder_of(target)} does not exist")
+    return fmt
 
 
 def export_rows(repo: Repository, job: Job, columns: Columns,
@@ -178,11 +187,13 @@ def _check_statuses(statuses: Sequence[str]) -> None:
         raise ConfigError(f"unknown status {unknown[0]!r} (use {', '.join(ALL_STATUSES)})")
 
 
+def _folder_of(target: Path) -> Path:
+    return target.parent if str(target.parent) else Path(".")
+
+
 @contextmanager
 def _atomic_target(target: Path) -> Iterator[Path]:
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise ConfigError(f"{target}: folder {directory} does not exist")
+    directory = _folder_of(target)
     if target.is_dir():
         raise ConfigError(f"{target}: is a folder, not a file")
     try:

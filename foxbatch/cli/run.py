@@ -9,7 +9,7 @@ import click
 from foxbatch.cli.common import App, pass_app
 from foxbatch.cli.engine import drive, engine_options, exit_for
 from foxbatch.cli.ingest import echo_ingest_report, ingest_options, ingest_options_from
-from foxbatch.export import ExportOptions, export_job
+from foxbatch.export import ExportOptions, check_target, export_job
 from foxbatch.ingest import ingest
 
 
@@ -47,6 +47,8 @@ def run_command(app: App, input_path: str, output: str | None, **kwargs: Any) ->
 
     Run the same command again after any interruption: it resumes where it stopped.
     """
+    if output:
+        check_target(output)
     report = ingest(app.repo, input_path, ingest_options_from(kwargs))
     echo_ingest_report(report, err=True)
     summary = drive(app, [report.job.id], kwargs, submit=True, poll=True)
