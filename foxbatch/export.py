@@ -317,7 +317,3 @@ _WRITERS: dict[str, Callable[[Path, Columns, Iterator[dict[str, Any]]], int]] = 
     "parquet": _write_parquet,
 }
 
-
-def export_formats() -> Sequence[str]:
-    """The formats `export_job` writes."""
-    return tuple(_WRITERS)

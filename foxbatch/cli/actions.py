@@ -25,8 +25,10 @@ from foxbatch.store.repository import IN_FLIGHT
 @pass_app
 def retry_command(app: App, job_name: str, failed: bool, invalid: bool, cancelled: bool,
                   codes: tuple[str, ...], settings: tuple[str, ...]) -> None:
-    """Put JOB's finished rows back in the queue with a renewed attempt budget (their past
-    attempts stay on record); `foxbatch poll` or `foxbatch run` then processes them.
+    """Put a job's finished rows back in the queue.
+
+    JOB's selected rows get a renewed attempt budget (their past attempts stay on record);
+    `foxbatch poll` or `foxbatch run` then processes them.
 
     Exit code 2 when some selected rows could not be re-queued (the reasons are printed).
     """
@@ -52,7 +54,9 @@ def retry_command(app: App, job_name: str, failed: bool, invalid: bool, cancelle
                    "(FoxAPI cannot cancel a task: it still runs and is billed).")
 @pass_app
 def cancel_command(app: App, job_name: str, discard: bool) -> None:
-    """Cancel JOB's queued rows at once. Tasks already in flight finish and are recorded,
+    """Cancel a job's queued rows (--discard: also those in flight).
+
+    JOB's queued rows are cancelled at once. Tasks already in flight finish and are recorded,
     unless --discard.
 
     A row in flight whose task fails goes back to the queue for its retry as usual: run cancel

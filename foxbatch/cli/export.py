@@ -19,7 +19,9 @@ from foxbatch.models import ALL_STATUSES
 @pass_app
 def export_command(app: App, job_name: str, output: str, statuses: tuple[str, ...],
                    raw: bool) -> None:
-    """Write JOB's rows to -o in input order: every input field, then output, status,
+    """Write a job's results, joined to its input rows, to a file.
+
+    JOB's rows go to -o in input order: every input field, then output, status,
     finish_reason, token counts, model, task_id, attempts, error_code and error_message.
 
     A result column whose name an input field already has is written as result_<name>.

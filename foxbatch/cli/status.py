@@ -30,8 +30,10 @@ JOBS_COLUMNS = ("JOB", "ROWS", "SUCCEEDED", "FAILED", "INVALID", "CANCELLED", "A
 @pass_app
 def status_command(app: App, job_name: str | None, as_json: bool, watch: bool,
                    interval: float, count: int | None) -> None:
-    """Where JOB (or every job) stands: rows per state, attempts, in-doubt resubmissions,
-    tokens, throughput, ETA and the most common errors with an example each."""
+    """Where a job (or every job) stands.
+
+    Rows per state, attempts, in-doubt resubmissions, tokens, throughput, ETA and the most
+    common errors with an example each, for JOB or, without it, every job."""
     shown = 0
     while True:
         reports = _reports(app, job_name)
@@ -47,7 +49,7 @@ def status_command(app: App, job_name: str | None, as_json: bool, watch: bool,
 @click.option("--json", "as_json", is_flag=True, help="One JSON list instead of a table.")
 @pass_app
 def jobs_command(app: App, as_json: bool) -> None:
-    """Every job in the store with its rows per state and its age, oldest first."""
+    """Every job with its rows per state and its age, oldest first."""
     now = time.time()
     counts = app.repo.counts_by_job()
     none = dict.fromkeys(ALL_STATUSES, 0)
