@@ -165,7 +165,7 @@ def sim_stats(base_url: str) -> dict[str, Any]:
 # -- three workers, one killed --------------------------------------------------------------
 
 KILL_LEASE = 3.0
-ROWS = 240
+ROWS = 150
 
 
 def kill_while_holding_rows(repo: Repository, job_id: int, worker: WorkerProcess,
@@ -329,7 +329,7 @@ def test_a_paused_worker_cannot_overwrite_the_new_owners_work(store, spawn, pg_u
 # -- the shared rate limit ------------------------------------------------------------------
 
 RPS = 50.0
-ROWS_RATED = 125
+ROWS_RATED = 100
 
 
 def sample_requests(url: str, stop: threading.Event, out: list[tuple[float, int]]) -> None:
