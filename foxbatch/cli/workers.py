@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from foxbatch.cli.common import App, pass_app, table_text
+from foxbatch.cli.common import App, duration_text, pass_app, table_text
 from foxbatch.store.records import Worker
 
 # Stopped workers are listed for this long after they stop (all of them with --all).
@@ -54,7 +54,7 @@ def _as_cells(worker: Worker, now: float, job_names: dict[int, str]) -> list[str
     jobs = _jobs(worker, job_names)
     return [worker.id, worker.state(now), worker.host, str(worker.pid),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(worker.started_at)),
-            f"{_age(now - worker.heartbeat_at)} ago", str(worker.submitting),
+            f"{duration_text(now - worker.heartbeat_at)} ago", str(worker.submitting),
             str(worker.polling), "all" if jobs is None else ",".join(jobs)]
 
 
@@ -62,12 +62,3 @@ def _jobs(worker: Worker, job_names: dict[int, str]) -> list[str] | None:
     if worker.job_ids is None:
         return None
     return [job_names.get(job_id, f"#{job_id}") for job_id in worker.job_ids]
-
-
-def _age(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    return f"{seconds // 3600}h"
