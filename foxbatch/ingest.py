@@ -319,3 +319,67 @@ def _send(pending: queue.Queue[tuple[str, Any] | None], out: IO[bytes]) -> None:
         out.close()
     except OSError:  # the parent stopped listening: nothing left to do
         os._exit(1)
+
+
+@dataclass(frozen=True)
+class IngestPlan:
+    """What `submit --dry-run` reports: what ingesting and submitting the file would do."""
+
+    job_name: str
+    rows_read: int = 0
+    new: int = 0
+    already_done: int = 0
+    waiting: int = 0
+    invalid: int = 0
+    requests: int = 0
+    prompt_tokens: int = 0
+
+
+def plan_ingest(repo: Repository, path: str, options: IngestOptions,
+                chunk_rows: int = READER_CHUNK_ROWS) -> IngestPlan:
+    """Read the file as `ingest` would and compare it with the store; store and send nothing.
+
+    New rows and rows stored but not yet submitted are the requests a submit would send; rows
+    already finished (succeeded, failed or cancelled) are not sent again. Prompt tokens are
+    estimated as characters / 4, as FoxAPI roughly counts them.
+    """
+    name = options.job_name(path)
+    job = repo.find_job(name)
+    counts = dict.fromkeys(("rows_read", "new", "already_done", "waiting", "invalid",
+                            "requests", "prompt_tokens"), 0)
+    seen: set[str] = set()
+    with InputFile(path, options.mapper(), fmt=options.format,
+                   encoding=options.encoding) as source:
+        rows = iter(source)
+        while chunk := list(islice(rows, chunk_rows)):
+            stored = repo.statuses_of_keys(job.id, [r.key for r in chunk]) if job else {}
+            for row in chunk:
+                _plan_row(row, stored.get(row.key), row.key in seen, counts)
+                seen.add(row.key)
+    return IngestPlan(job_name=name, **counts)
+
+
+def _plan_row(row: Row, stored: str | None, repeated: bool, counts: dict[str, int]) -> None:
+    counts["rows_read"] += 1
+    if row.error is not None or repeated or stored == RowStatus.INVALID.value:
+        counts["invalid"] += 1
+        return
+    if stored in (RowStatus.SUCCEEDED.value, RowStatus.FAILED.value,
+                  RowStatus.CANCELLED.value):
+        counts["already_done"] += 1
+        return
+    if stored is None:
+        counts["new"] += 1
+    else:
+        counts["waiting"] += 1
+    if stored in (None, RowStatus.QUEUED.value):
+        counts["requests"] += 1
+        counts["prompt_tokens"] += _estimated_prompt_tokens(row.request_json or "{}")
+
+
+def _estimated_prompt_tokens(request_json: str) -> int:
+    body = json.loads(request_json)
+    texts = [body.get("prompt") or "", body.get("system_prompt") or ""]
+    texts += [m.get("content") if isinstance(m.get("content"), str) else json.dumps(
+        m.get("content")) for m in body.get("messages") or []]
+    return max(1, sum(len(t) for t in texts) // 4)

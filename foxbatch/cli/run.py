@@ -10,7 +10,7 @@ from foxbatch.cli.common import App, pass_app
 from foxbatch.cli.engine import drive, engine_options, exit_for
 from foxbatch.cli.ingest import echo_ingest_report, ingest_options, ingest_options_from
 from foxbatch.export import ExportOptions, check_target, export_job
-from foxbatch.ingest import ingest
+from foxbatch.ingest import ingest, plan_ingest
 
 
 @click.command("submit")
@@ -59,14 +59,12 @@ def run_command(app: App, input_path: str, output: str | None, **kwargs: Any) ->
 
 
 def _print_dry_run(app: App, input_path: str, kwargs: dict[str, Any]) -> None:
-    from foxbatch.ingest import plan_ingest
-
     plan = plan_ingest(app.repo, input_path, ingest_options_from(kwargs))
-    click.echo(f"dry run for job {plan.job_name!r} (nothing sent, nothing stored):")
-    click.echo(f"  rows read:         {plan.rows_read}")
-    click.echo(f"  new rows:          {plan.new}")
-    click.echo(f"  already done:      {plan.already_done}")
-    click.echo(f"  already in store, not finished: {plan.already_active}")
-    click.echo(f"  invalid:           {plan.invalid}")
-    click.echo(f"  requests to send:  {plan.requests}")
-    click.echo(f"  est. prompt tokens: {plan.prompt_tokens}")
+    click.echo(f"dry run for job {plan.job_name!r}: nothing stored, nothing sent")
+    for label, value in (
+            ("rows read", plan.rows_read), ("new rows", plan.new),
+            ("already finished (not sent again)", plan.already_done),
+            ("stored, not finished yet", plan.waiting), ("invalid", plan.invalid),
+            ("requests it would send", plan.requests),
+            ("estimated prompt tokens", plan.prompt_tokens)):
+        click.echo(f"  {label + ':':<36}{value:>12,}")

@@ -644,6 +644,17 @@ class Repository:
         with self._read() as conn:
             return conn.execute(stmt).mappings().first()
 
+    def statuses_of_keys(self, job_id: int, keys: Sequence[str]) -> dict[str, str]:
+        """The status of each of `keys` already in the job (absent keys are left out)."""
+        found: dict[str, str] = {}
+        with self._read() as conn:
+            for start in range(0, len(keys), KEY_LOOKUP_CHUNK):
+                stmt = select(items.c.row_key, items.c.status).where(
+                    items.c.job_id == job_id,
+                    items.c.row_key.in_(list(keys[start:start + KEY_LOOKUP_CHUNK])))
+                found.update({key: status for key, status in conn.execute(stmt)})
+        return found
+
     # -- reports and operator actions (status, jobs, retry, cancel) ------------------------
 
     def counts_by_job(self) -> dict[int, dict[str, int]]:
