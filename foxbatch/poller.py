@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
+from typing import Any
 
-from foxbatch.client import FoxClient, TaskView, completion_fields
+from foxbatch.client import TaskView, completion_fields
 from foxbatch.errors import (
     ApiError,
     FatalApiError,
     RateLimitedError,
     TaskNotFoundError,
 )
-from foxbatch.ratelimit import Limiter
-from foxbatch.recorder import Recorder, StoreThread
-from foxbatch.schedule import PollPlanner
 from foxbatch.store.records import Fail, Outcome, PollClaim, PollLater, Requeue, TaskSucceeded
-from foxbatch.submitter import CLAIM_LINGER, EngineOptions
+from foxbatch.submitter import ClaimingStage
 
 log = logging.getLogger(__name__)
 
@@ -26,37 +22,17 @@ MAX_EMPTY_RESULT_POLLS = 10
 RUNNING_STATUSES = frozenset({"pending", "processing", "queued", "running", "in_progress"})
 
 
-class Poller:
+class Poller(ClaimingStage):
     """Claims due pending rows and polls their tasks."""
 
-    def __init__(self, db: StoreThread, client: FoxClient, limiter: Limiter, recorder: Recorder,
-                 planner: PollPlanner, options: EngineOptions, *, owner: str,
-                 job_ids: Sequence[int] | None, clock: Callable[[], float] = time.time):
-        self._db = db
-        self._client = client
-        self._limiter = limiter
-        self._recorder = recorder
-        self._planner = planner
-        self._options = options
-        self._owner = owner
-        self._job_ids = job_ids
-        self._clock = clock
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         self._empty_results: dict[int, int] = {}
         self._unknown_statuses: set[str] = set()
 
     async def claim(self) -> list[PollClaim]:
         """Wait for permits, then claim as many due pending rows as there are permits."""
-        permits = await self._limiter.acquire(self._options.claim_batch,
-                                              linger=CLAIM_LINGER)
-        try:
-            claims = await self._db.call(
-                self._db.repo.claim_due_polls, self._owner, permits,
-                lease_seconds=self._options.claim_lease, job_ids=self._job_ids)
-        except BaseException:
-            self._limiter.release(permits, refund=True)
-            raise
-        self._limiter.release(permits - len(claims), refund=True)
-        return claims
+        return await self._claim_with_permits(self._db.repo.claim_due_polls)
 
     async def poll(self, claim: PollClaim) -> None:
         """GET one claimed task (holding one permit) and record what it says.

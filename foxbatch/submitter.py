@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from foxbatch.client import FoxClient
 from foxbatch.crashpoints import crash_point
@@ -28,6 +29,7 @@ from foxbatch.schedule import PollPlanner
 from foxbatch.store.records import Fail, Outcome, Requeue, SubmitClaim, TaskCreated
 
 log = logging.getLogger(__name__)
+C = TypeVar("C")
 
 CLAIM_LINGER = 0.005  # seconds to gather freed permits into one claim
 
@@ -72,8 +74,9 @@ class EngineOptions:
         return now + retry_delay(budget_used, base=self.retry_base)
 
 
-class Submitter:
-    """Claims due queued rows and submits them, one task per row."""
+class ClaimingStage:
+    """What the submitter and the poller share: the worker's parts, and claiming rows only as
+    fast as the limiter hands out permits for them."""
 
     def __init__(self, db: StoreThread, client: FoxClient, limiter: Limiter, recorder: Recorder,
                  planner: PollPlanner, options: EngineOptions, *, owner: str,
@@ -87,20 +90,32 @@ class Submitter:
         self._owner = owner
         self._job_ids = job_ids
         self._clock = clock
-        self.in_doubt = 0
 
-    async def claim(self) -> list[SubmitClaim]:
-        """Wait for permits, then claim as many due queued rows as there are permits."""
-        permits = await self._limiter.acquire(self._options.claim_batch,
-                                              linger=CLAIM_LINGER)
+    async def _claim_with_permits(self, claim_rows: Callable[..., list[C]]) -> list[C]:
+        """Wait for permits, then claim (with `claim_rows`) as many rows as there are permits;
+        the permits of rows not found go back to the limiter unused."""
+        permits = await self._limiter.acquire(self._options.claim_batch, linger=CLAIM_LINGER)
         try:
-            claims = await self._db.call(
-                self._db.repo.claim_queued, self._owner, permits,
-                lease_seconds=self._options.claim_lease, job_ids=self._job_ids)
+            claims = await self._db.call(claim_rows, self._owner, permits,
+                                         lease_seconds=self._options.claim_lease,
+                                         job_ids=self._job_ids)
         except BaseException:
             self._limiter.release(permits, refund=True)
             raise
         self._limiter.release(permits - len(claims), refund=True)
+        return claims
+
+
+class Submitter(ClaimingStage):
+    """Claims due queued rows and submits them, one task per row."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.in_doubt = 0
+
+    async def claim(self) -> list[SubmitClaim]:
+        """Wait for permits, then claim as many due queued rows as there are permits."""
+        claims = await self._claim_with_permits(self._db.repo.claim_queued)
         if claims:
             crash_point("after_claim")
         return claims
