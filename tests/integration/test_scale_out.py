@@ -254,17 +254,17 @@ class GatedSimulator(Simulator):
 
 
 def pause_outside_transactions(worker: WorkerProcess, pg_url: str) -> None:
-    """SIGSTOP the worker at a moment it has no transaction open (a frozen transaction would
-    hold its row locks, and every other worker skips locked rows)."""
+    """SIGSTOP the worker at a moment it has no statement or transaction open: a frozen
+    transaction would hold its row locks (until the server ends it after 10 s)."""
     dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
     database = dsn.rsplit("/", 1)[1]
+    busy = ("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+            "AND pid <> pg_backend_pid() AND state <> 'idle'")
     with psycopg.connect(dsn, autocommit=True) as conn:
         for _ in range(100):
             worker.signal(signal.SIGSTOP)
-            open_ones = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-                "AND state LIKE 'idle in transaction%%'", (database,)).fetchone()
-            if open_ones == (0,):
+            time.sleep(0.05)  # let the server take in whatever the worker had sent
+            if conn.execute(busy, (database,)).fetchone() == (0,):
                 return
             worker.signal(signal.SIGCONT)
             time.sleep(0.01)
