@@ -25,6 +25,8 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 DEFAULT_PAUSE = 1.0
+DECREASE_FACTOR = 0.7
+DECREASE_SPACING = 2.0
 MAX_PAUSE = 60.0
 MIN_RATE = 0.5
 MIN_MEASURED_RATE = 4.0
@@ -148,21 +150,22 @@ class Limiter:
             self.rate = min(self.rate, self.ceiling)
 
     def on_rate_limited(self, retry_after: float | None) -> None:
-        """A 429: everyone pauses (Retry-After if given, capped); the rate halves once per
-        pause, however many requests in flight come back with 429."""
+        """A 429: everyone pauses (Retry-After if given, capped); the rate drops to 70% at
+        most once per pause (and per DECREASE_SPACING seconds), however many requests in
+        flight come back with 429, so that a few stray 429s do not collapse the rate."""
         now = self._clock()
         self.rate_limited += 1
         pause = min(self.max_pause, retry_after if retry_after is not None else DEFAULT_PAUSE)
         if self._shared is not None and self._paused_until <= now:
             self._shared.hold(pause)  # a new pause: the other processes of this key pause too
         self._paused_until = max(self._paused_until, now + pause)
-        if now - self._last_decrease < max(pause, DEFAULT_PAUSE):
+        if now - self._last_decrease < max(pause, DECREASE_SPACING):
             return
         self._last_decrease = now
         current = self.rate if self.rate is not None else self._recent.rate()
         if self.rate is None and current < MIN_MEASURED_RATE:
             return  # too little traffic to learn a rate from: the pause alone must do
-        self.rate = max(MIN_RATE, current / 2)
+        self.rate = max(MIN_RATE, current * DECREASE_FACTOR)
         self._last_increase = now + pause
         log.warning("FoxAPI rate limit (429): pausing %.1fs, then at most %.1f requests/s",
                     pause, self.rate)

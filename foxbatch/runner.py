@@ -58,6 +58,22 @@ def new_owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def is_dead_local_owner(owner: str) -> bool:
+    """True for the id of a worker that ran on this machine in a process that no longer
+    exists. Conservative: another machine's worker, or a pid now used again, counts as alive."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 @dataclass(frozen=True)
 class Progress:
     """A snapshot for the progress display."""
@@ -140,6 +156,7 @@ class Runner:
         """Work until the jobs have nothing left (with `until_done`) or `stop()` is called."""
         self._started = time.monotonic()
         await self._register()
+        await self._expire_claims_of_dead_local_workers()
         await self._seed_planner()
         recorder = asyncio.create_task(self._recorder.run(), name="the recorder")
         loops = [asyncio.create_task(coro, name=name) for name, coro in (
@@ -158,6 +175,16 @@ class Runner:
         await self._db.call(self._db.repo.register_worker, self.owner,
                             host=socket.gethostname(), pid=os.getpid(), job_ids=self.job_ids,
                             lease_seconds=self.options.lease_seconds)
+
+    async def _expire_claims_of_dead_local_workers(self) -> None:
+        """A worker of this machine that is gone (kill -9, a crash) cannot renew its claims:
+        end them now instead of waiting out their leases, so a re-run resumes at once."""
+        owners = await self._db.call(self._db.repo.lease_owners, self.job_ids)
+        dead = [owner for owner in owners if is_dead_local_owner(owner)]
+        if dead:
+            expired = await self._db.call(self._db.repo.expire_claims_of, dead)
+            log.info("%d claim(s) of %d stopped worker(s) on this machine taken back", expired,
+                     len(dead))
 
     def _loop_done(self, task: asyncio.Task[None]) -> None:
         """A loop (or the recorder) that fails, e.g. because the database went away, stops the

@@ -644,6 +644,30 @@ class Repository:
         with self._read() as conn:
             return conn.execute(stmt).mappings().first()
 
+    def lease_owners(self, job_ids: Sequence[int] | None = None) -> list[str]:
+        """The workers holding claims on rows of these jobs (all jobs when None)."""
+        stmt = (select(items.c.lease_owner).distinct()
+                .where(items.c.status.in_(("submitting", "pending")),
+                       items.c.lease_owner.is_not(None), *_job_filter(job_ids)))
+        with self._read() as conn:
+            return [owner for (owner,) in conn.execute(stmt)]
+
+    def expire_claims_of(self, owners: Sequence[str]) -> int:
+        """End the claims of workers known to be gone: their submitting rows' leases expire
+        now (the next rescue treats them as in doubt), their poll claims are due again now."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            submitting = conn.execute(
+                update(items).where(items.c.status == "submitting",
+                                    items.c.lease_owner.in_(list(owners)))
+                .values(lease_until=now - 1, updated_at=now)).rowcount
+            polling = conn.execute(
+                update(items).where(items.c.status == "pending",
+                                    items.c.lease_owner.in_(list(owners)))
+                .values(next_poll_at=now, lease_owner=None, lease_token=None, lease_until=None,
+                        updated_at=now)).rowcount
+        return submitting + polling
+
     def statuses_of_keys(self, job_id: int, keys: Sequence[str]) -> dict[str, str]:
         """The status of each of `keys` already in the job (absent keys are left out)."""
         found: dict[str, str] = {}

@@ -51,7 +51,7 @@ class Job:
     def command(self, *extra: str) -> list[str]:
         return [sys.executable, "-m", "foxbatch", "--db", f"sqlite:///{self.db}", "-q", "run",
                 str(self.input), "--model", MODEL, "--max-tokens", "32", "--max-attempts",
-                "10", "--concurrency", "32", "--lease-seconds", "3", "--retry-base", "0.2",
+                "10", "--concurrency", "32", "--retry-base", "0.05",
                 "-o", str(self.output), *extra]
 
     def start(self, base_url: str, crash_at: str | None = None, *,

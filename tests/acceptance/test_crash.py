@@ -19,7 +19,7 @@ from tests.acceptance.crash_harness import Job, check_export, check_invariants
 
 FULL = os.environ.get("FOXBATCH_FULL_CRASH_TESTS") == "1"
 FAULTS = SimConfig(seed=7, latency_median=0.2, latency_sigma=0.5, failure_rate=0.05,
-                   p429=0.02, p5xx_get=0.05, p5xx_submit_after=0.05, pdrop_submit=0.05)
+                   p429=0.005, p5xx_get=0.05, p5xx_submit_after=0.05, pdrop_submit=0.05)
 
 
 @pytest.mark.timeout(600 if FULL else 180)

@@ -56,3 +56,9 @@ def test_sqlite_pragmas(sqlite_url):
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     engine.dispose()
+
+
+def test_schema_head_constant_is_alembics_head():
+    from foxbatch.store.migrate import SCHEMA_HEAD
+
+    assert head_revision() == SCHEMA_HEAD
