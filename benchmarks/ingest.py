@@ -3,7 +3,7 @@
     python benchmarks/ingest.py                  # 1,000,000 rows, and 100,000 for memory
     python benchmarks/ingest.py --rows 200000 --small 20000
 
-Generates JSONL files of short review-labelling prompts (about 170 bytes a line), then, each in
+Generates JSONL files of short review-labelling prompts (about 140 bytes a line), then, each in
 a fresh subprocess so that its peak RSS (ru_maxrss) is its own:
 
 - foxbatch: `ingest(repo, path, IngestOptions(...))` into a new SQLite file, the library call the
