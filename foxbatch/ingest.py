@@ -49,7 +49,7 @@ INVALID_ROW_CODE = "invalid_row"
 # How much of a large ingest the report keeps: the first reasons and changed keys.
 REPORTED_REASONS = 5
 REPORTED_CHANGED = 1_000
-# Files from this size on are read by a reader process: starting one costs about half a second.
+# Files from this size on are read by a reader process (starting one takes about a second).
 READER_MIN_BYTES = 16 * 2**20
 READER_CHUNK_ROWS = 2_000
 READER_QUEUE_CHUNKS = 8
