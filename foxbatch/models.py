@@ -50,6 +50,9 @@ class OnDoubt(enum.StrEnum):
 
 
 IN_DOUBT_HELD_CODE = "in_doubt_held"
+# Marks a row cancelled while its task was in flight: its result is still recorded, but a
+# failure ends it `cancelled` instead of sending it again.
+CANCEL_REQUESTED_CODE = "cancel_requested"
 
 
 @dataclass(frozen=True)

@@ -56,12 +56,9 @@ def retry_command(app: App, job_name: str, failed: bool, invalid: bool, cancelle
 def cancel_command(app: App, job_name: str, discard: bool) -> None:
     """Cancel a job's queued rows (--discard: also those in flight).
 
-    JOB's queued rows are cancelled at once. Tasks already in flight finish and are recorded,
-    unless --discard.
-
-    A row in flight whose task fails goes back to the queue for its retry as usual: run cancel
-    again once the workers are done to cancel those too. `foxbatch retry JOB --cancelled`
-    puts cancelled rows back.
+    JOB's queued rows are cancelled at once. Tasks already in flight finish and their results
+    are recorded (a failed one is not retried: its row ends cancelled), unless --discard.
+    `foxbatch retry JOB --cancelled` puts cancelled rows back.
     """
     job = app.repo.get_job(job_name)
     cancelled = app.repo.cancel_items(job.id, ("queued",))
@@ -70,7 +67,7 @@ def cancel_command(app: App, job_name: str, discard: bool) -> None:
     if discard:
         click.echo(f"discarded {discarded:,} row(s) in flight (their results will be ignored)")
         return
-    in_flight = sum(app.repo.counts(job.id)[s] for s in IN_FLIGHT)
+    in_flight = app.repo.request_cancel_in_flight(job.id)
     if in_flight:
-        click.echo(f"{in_flight:,} row(s) in flight are left to finish and be recorded "
-                   "(--discard ignores them)")
+        click.echo(f"{in_flight:,} row(s) in flight are left to finish: results are recorded, "
+                   "failures are not retried (--discard ignores them)")

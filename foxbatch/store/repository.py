@@ -37,7 +37,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from foxbatch.crashpoints import crash_point
 from foxbatch.errors import UnknownJobError
-from foxbatch.models import ACTIVE_STATUSES, ALL_STATUSES, IN_DOUBT_HELD_CODE, OnDoubt
+from foxbatch.models import (
+    ACTIVE_STATUSES,
+    ALL_STATUSES,
+    CANCEL_REQUESTED_CODE,
+    IN_DOUBT_HELD_CODE,
+    OnDoubt,
+)
 from foxbatch.store.engine import READ_ONLY
 from foxbatch.store.records import (
     AddResult,
@@ -374,7 +380,8 @@ class Repository:
         done = 0
         for status, group in _by_status(batch).items():
             stmt = _owned_update(status).values(
-                status="queued", next_attempt_at=bindparam("b_next"),
+                status=_queued_unless_cancelled(), finished_at=_now_if_cancelled(now),
+                next_attempt_at=bindparam("b_next"),
                 error_code=bindparam("b_code"), error_message=bindparam("b_message"),
                 in_doubt_resubmits=items.c.in_doubt_resubmits + bindparam("b_doubt"),
                 free_attempts=items.c.free_attempts + bindparam("b_free"), task_id=None,
@@ -457,7 +464,8 @@ class Repository:
                    .limit(limit).with_for_update(skip_locked=True).cte("expired"))
         if on_doubt == OnDoubt.RESUBMIT:
             values: dict[str, Any] = {
-                "status": "queued", "next_attempt_at": now,
+                "status": _queued_unless_cancelled(), "finished_at": _now_if_cancelled(now),
+                "next_attempt_at": now,
                 "in_doubt_resubmits": items.c.in_doubt_resubmits + 1,
                 "error_code": "in_doubt", "error_message": "worker lease expired during submit"}
         else:
@@ -774,6 +782,17 @@ class Repository:
                         [{"b_item": r.id, "b_number": r.attempts} for r in rows])
         return done
 
+    def request_cancel_in_flight(self, job_id: int) -> int:
+        """Mark the job's rows in flight as cancelled-when-done: a result is still recorded,
+        but a failed or vanished task ends the row `cancelled` instead of retrying it."""
+        stmt = (update(items)
+                .where(items.c.job_id == job_id, items.c.status.in_(IN_FLIGHT))
+                .values(error_code=CANCEL_REQUESTED_CODE,
+                        error_message="cancelled while in flight: a result is still recorded, "
+                                      "a failure is not retried", updated_at=self.clock()))
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount
+
     def _read(self) -> Connection:
         return self.engine.connect().execution_options(**READ_ONLY)
 
@@ -899,6 +918,16 @@ def _locked_ids(*where: Any) -> Any:
     """SELECT the ids of the items matching `where`, locked in id order on PostgreSQL (so an
     operator's bulk update never deadlocks with a worker's group commit)."""
     return select(items.c.id).where(*where).order_by(items.c.id).with_for_update()
+
+
+def _queued_unless_cancelled() -> Any:
+    """The status of a row going back to the queue: `cancelled` instead if the user cancelled
+    it while it was in flight (CANCEL_REQUESTED_CODE; the value before this UPDATE)."""
+    return case((items.c.error_code == CANCEL_REQUESTED_CODE, "cancelled"), else_="queued")
+
+
+def _now_if_cancelled(now: float) -> Any:
+    return case((items.c.error_code == CANCEL_REQUESTED_CODE, now), else_=items.c.finished_at)
 
 
 def _cancel(job_id: int, statuses: Sequence[str], now: float) -> Any:

@@ -138,8 +138,10 @@ def test_cancel_leaves_tasks_in_flight_and_retry_brings_rows_back(cli, repo, tmp
     assert result.exit_code == 0
     assert result.output.splitlines() == [
         "job j: cancelled 2 queued row(s)",
-        "1 row(s) in flight are left to finish and be recorded (--discard ignores them)"]
+        "1 row(s) in flight are left to finish: results are recorded, failures are not "
+        "retried (--discard ignores them)"]
     assert (row(repo, "a")["status"], row(repo, "b")["status"]) == ("submitting", "cancelled")
+    assert row(repo, "a")["error_code"] == "cancel_requested"
     discard = cli("cancel", "j", "--discard")
     assert discard.output.splitlines() == [
         "job j: cancelled 0 queued row(s)",

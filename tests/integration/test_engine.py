@@ -193,3 +193,21 @@ async def test_adaptive_polling_needs_few_gets_per_task(store):
     assert summary.counts["succeeded"] == 150
     stats = sim.stats()
     assert stats["polls"] / stats["tasks_created"] <= 2.5
+
+
+async def test_rows_cancelled_in_flight_record_results_but_are_not_retried(store):
+    job = seed_job(store, 20)
+    sim = Simulator(SimConfig(seed=16, latency_median=0.5, failure_rate=0.5))
+    async with FoxClient("http://sim", "sk-t", transport=httpx.ASGITransport(app=sim.app)) as c:
+        runner = Runner(store, c, EngineOptions(retry_base=0.05), job_ids=[job])
+
+        def cancel_once_all_are_in_flight() -> None:
+            store.cancel_items(job, ("queued",))
+            store.request_cancel_in_flight(job)
+
+        asyncio.get_running_loop().call_later(0.25, cancel_once_all_are_in_flight)
+        summary = await runner.run()
+    counts = summary.counts
+    assert counts["succeeded"] > 0 and counts["cancelled"] > 0
+    assert counts["succeeded"] + counts["cancelled"] == 20 and counts["queued"] == 0
+    assert sim.stats()["tasks_created"] == 20  # no failed task was sent again
