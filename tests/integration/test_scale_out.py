@@ -58,13 +58,15 @@ class WorkerProcess:
     def signal(self, sig: int) -> None:
         os.kill(self.process.pid, sig)
 
-    def wait(self, timeout: float) -> int:
+    def finish(self, timeout: float) -> None:
+        """Wait for the worker to exit 0; fail with the end of its log otherwise."""
         try:
-            return self.process.wait(timeout)
+            code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.wait()
-            pytest.fail(f"worker {self.process.pid} did not finish:\n{self.log_text()[-3000:]}")
+            code = self.process.wait()
+        if code != 0:
+            pytest.fail(f"worker {self.process.pid} exited {code}:\n{self.log_text()[-3000:]}")
 
 
 @pytest.fixture
@@ -196,7 +198,8 @@ def test_three_workers_one_killed_every_row_gets_its_own_answer_once(store, spaw
         killed_at = kill_while_holding_rows(store, job_id, workers[0], owners[0])
         time.sleep(0.3)  # anything the dead worker had in flight to the database is gone now
         orphans = held_by(store, job_id, owners[0])
-        assert [w.wait(60) for w in workers[1:]] == [0, 0]
+        for worker in workers[1:]:
+            worker.finish(60)
         stats = sim_stats(url)
 
     assert store.counts(job_id)["succeeded"] == ROWS
@@ -303,7 +306,8 @@ def test_a_paused_worker_cannot_overwrite_the_new_owners_work(store, spawn, pg_u
         assert in_doubt_total(store, job_id) == 4
         assert all(i["task_id"] is None for i in store.iter_items(job_id))
         sim.open("sk-b")
-        assert (b.wait(30), a.wait(30)) == (0, 0)
+        b.finish(30)
+        a.finish(30)
         stats = sim.stats()
 
     assert assert_answers_are_their_own(store, job_id) == 12
@@ -357,7 +361,8 @@ def test_workers_share_one_rate_budget(store, spawn):
         sampler.start()
         try:
             workers = [spawn(url, "--rps", str(RPS), "--concurrency", "32") for _ in range(3)]
-            assert [w.wait(60) for w in workers] == [0, 0, 0]
+            for worker in workers:
+                worker.finish(60)
         finally:
             stop.set()
             sampler.join()
