@@ -229,21 +229,19 @@ class Repository:
             return []
         now = self.clock()
         token = new_token()
-        due = (select(items.c.id)
-               .where(items.c.status == "queued", items.c.next_attempt_at <= now,
-                      *_job_filter(job_ids))
-               .order_by(items.c.next_attempt_at, items.c.row_index)
-               .limit(limit).with_for_update(skip_locked=True).cte("due"))
-        stmt = (update(items)
-                .where(items.c.id == due.c.id, items.c.status == "queued")
-                .values(status="submitting", lease_owner=owner, lease_token=token,
-                        lease_until=now + lease_seconds, attempts=items.c.attempts + 1,
-                        error_code=None, error_message=None, updated_at=now)
-                .returning(items.c.id, items.c.job_id, items.c.row_key, items.c.request,
-                           items.c.request_hash, items.c.model, items.c.attempts,
-                           items.c.free_attempts))
+        values = {"status": "submitting", "lease_owner": owner, "lease_token": token,
+                  "lease_until": now + lease_seconds, "attempts": items.c.attempts + 1,
+                  "error_code": None, "error_message": None, "updated_at": now}
         with self.engine.begin() as conn:
-            rows = conn.execute(stmt).mappings().all()
+            rows: list[RowMapping] = []
+            # One job at a time: the partial index (job_id, next_attempt_at, row_index) then
+            # hands over the due rows in order, so a claim costs O(rows claimed) however many
+            # rows the job still has queued.
+            for job_id in job_ids if job_ids is not None else self._job_ids(conn):
+                if len(rows) >= limit:
+                    break
+                rows.extend(conn.execute(_claim_due_in_job(job_id, limit - len(rows), now,
+                                                           values)).mappings().all())
             if rows:
                 conn.execute(attempts.insert(), [
                     {"item_id": r["id"], "number": r["attempts"], "worker": owner,
@@ -796,6 +794,10 @@ class Repository:
     def _read(self) -> Connection:
         return self.engine.connect().execution_options(**READ_ONLY)
 
+    @staticmethod
+    def _job_ids(conn: Connection) -> list[int]:
+        return list(conn.execute(select(jobs.c.id).order_by(jobs.c.id)).scalars())
+
 
 class _ItemAdder:
     """One add_items call: the keys it has seen, and what it did (`result`)."""
@@ -918,6 +920,21 @@ def _locked_ids(*where: Any) -> Any:
     """SELECT the ids of the items matching `where`, locked in id order on PostgreSQL (so an
     operator's bulk update never deadlocks with a worker's group commit)."""
     return select(items.c.id).where(*where).order_by(items.c.id).with_for_update()
+
+
+def _claim_due_in_job(job_id: int, limit: int, now: float, values: dict[str, Any]) -> Any:
+    """UPDATE ... RETURNING that claims up to `limit` due queued rows of one job, in order."""
+    due = (select(items.c.id)
+           .where(items.c.job_id == job_id, items.c.status == "queued",
+                  items.c.next_attempt_at <= now)
+           .order_by(items.c.next_attempt_at, items.c.row_index)
+           .limit(limit).with_for_update(skip_locked=True).cte("due"))
+    return (update(items)
+            .where(items.c.id == due.c.id, items.c.status == "queued")
+            .values(**values)
+            .returning(items.c.id, items.c.job_id, items.c.row_key, items.c.request,
+                       items.c.request_hash, items.c.model, items.c.attempts,
+                       items.c.free_attempts))
 
 
 def _queued_unless_cancelled() -> Any:

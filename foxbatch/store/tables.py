@@ -88,7 +88,7 @@ items = Table(
     # The hot paths only ever look at rows in flight: these partial indexes hold just those rows,
     # so "what is due now" and resuming cost O(rows in flight), not O(rows in the job).
     Index(
-        "ix_items_queued_due", "next_attempt_at", "row_index",
+        "ix_items_queued_due", "job_id", "next_attempt_at", "row_index",
         sqlite_where=text("status = 'queued'"), postgresql_where=text("status = 'queued'"),
     ),
     Index(
