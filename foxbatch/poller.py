@@ -59,7 +59,7 @@ class Poller(ClaimingStage):
         now = self._clock()
         if claim.polls == 1:
             self._planner.observe_first_poll(claim.model, done=view.status != "pending"
-                                             and view.status not in RUNNING_STATUSES)
+                                             and view.status not in RUNNING_STATUSES, now=now)
         if view.status == "completed":
             return self._completed(claim, view, now)
         if view.status == "failed":

@@ -298,7 +298,8 @@ class Runner:
             await asyncio.wait_for(self._work.wait(), timeout=timeout)
 
     def _after_commit(self, batch: list[Outcome]) -> None:
-        if any(isinstance(o, TaskCreated | Requeue) for o in batch):
+        # New due work (a first poll, a retry, a poll moved earlier): the idle loops look again.
+        if any(isinstance(o, TaskCreated | Requeue | PollLater) for o in batch):
             self._work.set()
 
     async def _rescue_expired(self) -> None:

@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 
 DEFAULT_FIRST = 0.5
 FIRST_FLOOR = 0.02
-HIT_FACTOR = 0.9
-MISS_FACTOR = 1.03
+SHORTEN = 0.85
+LENGTHEN = 1.15
+TARGET_HITS = (0.15, 0.35)  # the share of first looks that should find the task done
+FEEDBACK_EVERY = 0.5
+FEEDBACK_MIN_LOOKS = 4
 LOW_QUANTILE_OF_PROGRESS = 0.6
 EMPTY_RESULT_DELAY = 0.5
 
@@ -29,6 +32,9 @@ EMPTY_RESULT_DELAY = 0.5
 @dataclass
 class _ModelTiming:
     first_delay: float
+    looks: int = 0
+    hits: int = 0
+    adjusted_at: float = float("-inf")
 
 
 @dataclass
@@ -52,22 +58,33 @@ class PollPlanner:
         """When to look at a task submitted at `sent_at` for the first time."""
         return sent_at + self._timing(model).first_delay
 
-    def observe_first_poll(self, model: str | None, *, done: bool) -> None:
-        """Feedback from a first look: done shortens the first delay, not done lengthens it.
-
-        The two factors settle where about one task in five is done at its first look.
-        """
+    def observe_first_poll(self, model: str | None, *, done: bool, now: float) -> None:
+        """Feedback from a first look. At most every FEEDBACK_EVERY seconds, the share of first
+        looks that found the task done moves the first delay: above TARGET_HITS shortens it,
+        below lengthens it, by a bounded step, so a whole batch of first looks that come back
+        at once moves it one step, not one step per look."""
         timing = self._timing(model)
-        factor = HIT_FACTOR if done else MISS_FACTOR
-        timing.first_delay = min(self.max_interval, max(FIRST_FLOOR, timing.first_delay * factor))
+        timing.looks += 1
+        timing.hits += done
+        if now - timing.adjusted_at < FEEDBACK_EVERY or timing.looks < FEEDBACK_MIN_LOOKS:
+            return
+        share = timing.hits / timing.looks
+        if share > TARGET_HITS[1]:
+            timing.first_delay *= SHORTEN
+        elif share < TARGET_HITS[0]:
+            timing.first_delay *= LENGTHEN
+        timing.first_delay = min(self.max_interval, max(FIRST_FLOOR, timing.first_delay))
+        timing.looks = timing.hits = 0
+        timing.adjusted_at = now
 
     def observe_progress(self, model: str | None, predicted_duration: float) -> None:
-        """A running task predicts its own duration: nudge the first delay towards the low
-        end of such predictions (much faster than the first-look feedback alone)."""
+        """A running task predicts its own duration: move the first delay a tenth of the way
+        towards the low end of such predictions, up or down (faster than first-look
+        feedback alone)."""
         timing = self._timing(model)
         target = LOW_QUANTILE_OF_PROGRESS * predicted_duration
-        if target > timing.first_delay:
-            timing.first_delay += 0.1 * (target - timing.first_delay)
+        timing.first_delay += 0.1 * (target - timing.first_delay)
+        timing.first_delay = min(self.max_interval, max(FIRST_FLOOR, timing.first_delay))
 
     def next_poll_at(self, model: str | None, *, sent_at: float | None, now: float,
                      progress: float | None) -> float:

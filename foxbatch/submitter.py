@@ -136,6 +136,9 @@ class Submitter(ClaimingStage):
         else:
             crash_point("after_post_before_record")
             self._limiter.on_success()
+            # The task was created somewhere during the round trip: its midpoint is the best
+            # guess of its start, which progress-based predictions divide by.
+            sent_at = (sent_at + self._clock()) / 2
             next_poll = self._planner.first_poll_at(claim.model, sent_at)
             self._recorder.add(TaskCreated(claim.item_id, claim.lease_token, claim.attempt,
                                            task_id, sent_at, next_poll))

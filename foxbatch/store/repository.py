@@ -783,8 +783,8 @@ class Repository:
     def request_cancel_in_flight(self, job_id: int) -> int:
         """Mark the job's rows in flight as cancelled-when-done: a result is still recorded,
         but a failed or vanished task ends the row `cancelled` instead of retrying it."""
-        stmt = (update(items)
-                .where(items.c.job_id == job_id, items.c.status.in_(IN_FLIGHT))
+        chosen = [items.c.job_id == job_id, items.c.status.in_(IN_FLIGHT)]
+        stmt = (update(items).where(items.c.id.in_(_locked_ids(*chosen)), *chosen)
                 .values(error_code=CANCEL_REQUESTED_CODE,
                         error_message="cancelled while in flight: a result is still recorded, "
                                       "a failure is not retried", updated_at=self.clock()))
