@@ -328,7 +328,9 @@ class Runner:
         return due is None or due > time.time() + SUBMIT_HORIZON
 
     async def _seed_planner(self) -> None:
-        recent = await self._db.call(self._db.repo.recent_durations, self.job_ids)
+        # Task durations are a property of the model, not of the job: last night's job
+        # teaches tonight's when to take its first look.
+        recent = await self._db.call(self._db.repo.recent_durations, None)
         for model, durations in recent.items():
             self._planner.seed(model, durations)
 

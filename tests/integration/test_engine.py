@@ -11,6 +11,7 @@ from foxbatch.client import FoxClient
 from foxbatch.errors import AuthenticationError, QuotaError
 from foxbatch.models import OnDoubt
 from foxbatch.runner import Runner
+from foxbatch.schedule import PollPlanner
 from foxbatch.sim import SimConfig, Simulator
 from foxbatch.store import open_store
 from foxbatch.submitter import EngineOptions
@@ -211,3 +212,14 @@ async def test_rows_cancelled_in_flight_record_results_but_are_not_retried(store
     assert counts["succeeded"] > 0 and counts["cancelled"] > 0
     assert counts["succeeded"] + counts["cancelled"] == 20 and counts["queued"] == 0
     assert sim.stats()["tasks_created"] == 20  # no failed task was sent again
+
+
+async def test_a_new_job_starts_from_the_durations_other_jobs_saw(store):
+    first = seed_job(store, 30, name="last-night")
+    await run_engine(store, Simulator(SimConfig(seed=17, latency_median=0.3)), first)
+    planner = PollPlanner()
+    tonight = seed_job(store, 0, name="tonight")
+    async with FoxClient("http://sim", "sk-t", transport=httpx.ASGITransport(
+            app=Simulator(SimConfig()).app)) as client:
+        await Runner(store, client, EngineOptions(), job_ids=[tonight], planner=planner).run()
+    assert planner.first_poll_at("gpt-5.4", 0.0) != PollPlanner().first_poll_at("gpt-5.4", 0.0)
