@@ -18,6 +18,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -253,19 +254,23 @@ class _LeasedTokens:
 
 
 class _RateMeter:
-    """Requests per second over the last couple of seconds."""
+    """Requests per second over the last couple of seconds (amortised O(1) per request)."""
 
     def __init__(self, clock: Callable[[], float], window: float = 2.0):
         self._clock = clock
         self._window = window
-        self._events: list[tuple[float, int]] = []
+        self._events: deque[tuple[float, int]] = deque()
+        self._total = 0
 
     def add(self, now: float, n: int) -> None:
         self._events.append((now, n))
-        cutoff = now - self._window
-        if self._events[0][0] < cutoff:
-            self._events = [e for e in self._events if e[0] >= cutoff]
+        self._total += n
+        self._forget_before(now - self._window)
 
     def rate(self) -> float:
-        now = self._clock()
-        return sum(n for t, n in self._events if t >= now - self._window) / self._window
+        self._forget_before(self._clock() - self._window)
+        return self._total / self._window
+
+    def _forget_before(self, cutoff: float) -> None:
+        while self._events and self._events[0][0] < cutoff:
+            self._total -= self._events.popleft()[1]
