@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
 
 from foxbatch.store import open_store
 from tests.integration.test_repository import seeded
@@ -16,6 +17,7 @@ def claim_all(url: str, owner: str, start: mp.Barrier, out: mp.Queue) -> None:
     start.wait(timeout=60)
     while claims := repo.claim_queued(owner, 7, lease_seconds=60):
         mine.extend(c.item_id for c in claims)
+        time.sleep(0.002)  # a worker sends what it claimed: the other gets its turn at the lock
     out.put(mine)
     repo.engine.dispose()
 
