@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 DEFAULT_FIRST = 0.5
 FIRST_FLOOR = 0.02
 SHORTEN = 0.85
+SHORTEN_FAST = 0.5
+ALMOST_ALL = 0.9
 LENGTHEN = 1.15
 TARGET_HITS = (0.15, 0.35)  # the share of first looks that should find the task done
 FEEDBACK_EVERY = 0.5
@@ -70,7 +72,8 @@ class PollPlanner:
             return
         share = timing.hits / timing.looks
         if share > TARGET_HITS[1]:
-            timing.first_delay *= SHORTEN
+            # Nearly every task done at its first look: the look is far too late, halve it.
+            timing.first_delay *= SHORTEN_FAST if share >= ALMOST_ALL else SHORTEN
         elif share < TARGET_HITS[0]:
             timing.first_delay *= LENGTHEN
         timing.first_delay = min(self.max_interval, max(FIRST_FLOOR, timing.first_delay))
