@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from foxbatch.budget import StoreTokenSource
 from foxbatch.client import FoxClient
 from foxbatch.errors import FatalApiError
-from foxbatch.models import ACTIVE_STATUSES, ALL_STATUSES, IN_DOUBT_HELD_CODE, OnDoubt
+from foxbatch.models import ACTIVE_STATUSES, IN_DOUBT_HELD_CODE, OnDoubt
 from foxbatch.poller import Poller
 from foxbatch.ratelimit import Limiter
 from foxbatch.recorder import Recorder, StoreThread
@@ -323,7 +323,7 @@ class Runner:
         if self._in_flight.tasks or self._recorder.pending:
             return False
         if self._do_poll:
-            return await self._db.call(self._db.repo.active_count, self.job_ids) == 0
+            return not await self._db.call(self._db.repo.has_active_rows, self.job_ids)
         due = await self._db.call(self._db.repo.next_due_at, self.job_ids, statuses=("queued",))
         return due is None or due > time.time() + SUBMIT_HORIZON
 
@@ -349,14 +349,7 @@ class Runner:
                         elapsed=now - self._started, paused_for=self._limiter.paused_for)
 
     async def _counts(self) -> dict[str, int]:
-        totals = dict.fromkeys(ALL_STATUSES, 0)
-        job_ids = self.job_ids
-        if job_ids is None:
-            job_ids = [j.id for j in await self._db.call(self._db.repo.list_jobs)]
-        for job_id in job_ids:
-            for status, n in (await self._db.call(self._db.repo.counts, job_id)).items():
-                totals[status] += n
-        return totals
+        return await self._db.call(self._db.repo.counts_of_jobs, self.job_ids)
 
     # -- shutdown ---------------------------------------------------------------------------
 

@@ -565,21 +565,24 @@ class Repository:
 
     def counts(self, job_id: int) -> dict[str, int]:
         """Rows per state for one job, every state present (zeros included)."""
+        return self.counts_of_jobs([job_id])
+
+    def counts_of_jobs(self, job_ids: Sequence[int] | None) -> dict[str, int]:
+        """Rows per state summed over these jobs (every job when None), zeros included."""
         stmt = (select(items.c.status, func.count())
-                .where(items.c.job_id == job_id).group_by(items.c.status))
+                .where(*_job_filter(job_ids)).group_by(items.c.status))
         with self._read() as conn:
             found = {status: n for status, n in conn.execute(stmt)}
         return {status: int(found.get(status, 0)) for status in ALL_STATUSES}
 
-    def active_count(self, job_ids: Sequence[int] | None = None) -> int:
-        """Rows still queued, submitting or pending (work left to do)."""
-        total = 0
+    def has_active_rows(self, job_ids: Sequence[int] | None = None) -> bool:
+        """Whether any row is still queued, submitting or pending (work left to do). One
+        indexed lookup per state, not a count: an idle worker asks this ten times a second."""
         with self._read() as conn:
-            for status in sorted(ACTIVE_STATUSES):
-                stmt = select(func.count()).where(items.c.status == status,
-                                                  *_job_filter(job_ids))
-                total += conn.execute(stmt).scalar_one()
-        return total
+            return any(
+                conn.execute(select(items.c.id).where(items.c.status == status,
+                                                      *_job_filter(job_ids)).limit(1)).first()
+                is not None for status in sorted(ACTIVE_STATUSES))
 
     def next_due_at(self, job_ids: Sequence[int] | None = None, *,
                     statuses: Sequence[str] = ("queued", "pending", "submitting")

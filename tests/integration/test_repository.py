@@ -100,7 +100,7 @@ def test_full_life_of_a_row(repo):
     assert repo.attempts_of(row["id"])[0]["outcome"] == "succeeded"
     assert repo.claim_due_polls("w", 5, lease_seconds=30) == []
     assert repo.claim_queued("w", 5, lease_seconds=30) == []
-    assert repo.active_count() == 0
+    assert not repo.has_active_rows()
 
 
 def test_stale_compare_and_set_is_refused(repo):

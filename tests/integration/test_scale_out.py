@@ -386,7 +386,7 @@ def claim_until_done(repo: Repository, name: str, owners: dict[tuple[str, int], 
             submits = repo.claim_queued(name, 8, lease_seconds=30)
             polls = repo.claim_due_polls(name, 8, lease_seconds=30)
             if not submits and not polls:
-                if repo.active_count() == 0:
+                if not repo.has_active_rows():
                     return
                 continue
             with lock:
