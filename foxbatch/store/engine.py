@@ -69,8 +69,3 @@ def _on_sqlite_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN")
     else:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def is_sqlite(engine: Engine) -> bool:
-    """True when `engine` talks to SQLite."""
-    return engine.dialect.name == "sqlite"
