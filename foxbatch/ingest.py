@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from foxbatch.errors import ConfigError, InputFileError, RowError
 from foxbatch.inputs import (
@@ -42,7 +42,7 @@ from foxbatch.inputs import (
 )
 from foxbatch.models import RowStatus
 from foxbatch.store import Repository
-from foxbatch.store.records import Job, NewItem
+from foxbatch.store.records import Job, NewItem, NewItemFields
 from foxbatch.store.repository import COMMIT_ROWS
 
 INVALID_ROW_CODE = "invalid_row"
@@ -52,7 +52,7 @@ REPORTED_CHANGED = 1_000
 # Files from this size on are read by a reader process (starting one takes about a second).
 READER_MIN_BYTES = 16 * 2**20
 READER_CHUNK_ROWS = 2_000
-READER_QUEUE_CHUNKS = 8
+READER_QUEUE_CHUNKS = 24
 _READER_COMMAND = "from foxbatch.ingest import serve_reader; serve_reader()"
 
 
@@ -219,7 +219,7 @@ def _source_of(path: str) -> str:
 
 @contextmanager
 def _items_of(source: InputFile, stream: _ItemStream,
-              options: IngestOptions) -> Iterator[Iterator[NewItem]]:
+              options: IngestOptions) -> Iterator[Iterator[NewItemFields]]:
     """The file's items, read in this process, or for a large file by a reader process."""
     large = source.path != STDIN and os.path.getsize(source.path) >= READER_MIN_BYTES
     if not large or (os.cpu_count() or 1) < 2 or not sys.executable:
@@ -238,6 +238,9 @@ class _ReaderProcess:
     A plain subprocess running `serve_reader` rather than multiprocessing, which would run the
     caller's __main__ script again in the child. Messages are pickled tuples on its standard
     output: ("items", [NewItem fields, ...]), then ("done", counts), or ("error", exception).
+    A thread here takes them off the pipe as they come, into a bounded queue, so the reader
+    keeps reading while this process writes a transaction (the two run side by side; with
+    the pipe alone, the reader stalled as soon as its 64 KiB were full).
     """
 
     def __init__(self, source: InputFile, options: IngestOptions):
@@ -249,55 +252,85 @@ class _ReaderProcess:
         self._process = subprocess.Popen(
             [sys.executable, "-c", _READER_COMMAND, source.path, json.dumps(asdict(options))],
             stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": search_path})
+        self._messages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=READER_QUEUE_CHUNKS)
+        self._stop = threading.Event()
+        self._receiver = threading.Thread(target=self._receive_all, daemon=True)
+        self._receiver.start()
 
-    def items(self, stream: _ItemStream) -> Iterator[NewItem]:
-        """The items as they arrive; the reader's counts go into `stream` at the end."""
+    def items(self, stream: _ItemStream) -> Iterator[NewItemFields]:
+        """The items' fields as they arrive; the reader's counts go into `stream` at the end."""
         while True:
-            kind, payload = self._receive()
+            kind, payload = self._messages.get()
             if kind == "error":
                 raise payload
             if kind == "done":
                 stream.absorb(*payload)
                 self._finished = True
                 return
-            yield from map(NewItem._make, payload)
+            yield from payload
 
     def close(self) -> None:
         """Wait for the reader to exit; stop it first if its items are no longer wanted."""
+        self._stop.set()
         if not self._finished:
             self._process.kill()
+        self._drain()
+        self._receiver.join()
         assert self._process.stdout is not None
         self._process.stdout.close()
         self._process.wait()
+
+    def _receive_all(self) -> None:
+        """The receiving thread: every message in order, ending with "done" or "error"."""
+        while not self._stop.is_set():
+            message = self._receive()
+            self._put(message)
+            if message[0] != "items":
+                return
+
+    def _put(self, message: tuple[str, Any]) -> None:
+        while not self._stop.is_set():
+            try:
+                self._messages.put(message, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._messages.get_nowait()
+            except queue.Empty:
+                return
 
     def _receive(self) -> tuple[str, Any]:
         try:
             return pickle.load(self._process.stdout)  # type: ignore[arg-type]
         except EOFError:
             code = self._process.wait()
-            raise InputFileError(f"{self.name}: the process reading it stopped (exit code "
-                                 f"{code})") from None
+            return "error", InputFileError(f"{self.name}: the process reading it stopped "
+                                           f"(exit code {code})")
+        except Exception as exc:  # a cut-off message after a kill: nobody is listening then
+            return "error", exc
 
 
 def serve_reader() -> None:
     """The reader process (argv: path, IngestOptions as JSON): send the file's items, then the
-    counts, on standard output. A writer thread sends while the main thread reads ahead."""
+    counts, on standard output."""
     path, options = sys.argv[1], IngestOptions(**json.loads(sys.argv[2]))
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print must not land in the item stream
-    pending: queue.Queue[tuple[str, Any] | None] = queue.Queue(maxsize=READER_QUEUE_CHUNKS)
-    sender = threading.Thread(target=_send, args=(pending, out), daemon=True)
-    sender.start()
     try:
-        _read_into(pending, path, options)
+        for message in _messages_of(path, options):
+            pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.close()
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent reports it
         return
-    pending.put(None)
-    sender.join()
+    except OSError:  # the parent stopped listening: nothing left to do
+        os._exit(1)
 
 
-def _read_into(pending: queue.Queue[tuple[str, Any] | None], path: str,
-               options: IngestOptions) -> None:
+def _messages_of(path: str, options: IngestOptions) -> Iterator[tuple[str, Any]]:
     try:
         with InputFile(path, options.mapper(), fmt=options.format,
                        encoding=options.encoding) as source:
@@ -305,20 +338,10 @@ def _read_into(pending: queue.Queue[tuple[str, Any] | None], path: str,
             items = stream.items(source)
             # Plain tuples: pickling named tuples costs seven times as much.
             while chunk := [tuple(item) for item in islice(items, READER_CHUNK_ROWS)]:
-                pending.put(("items", chunk))
-            pending.put(("done", stream.counts()))
+                yield "items", chunk
+            yield "done", stream.counts()
     except Exception as exc:  # whatever stops the reading is the parent's to report
-        pending.put(("error", exc))
-
-
-def _send(pending: queue.Queue[tuple[str, Any] | None], out: IO[bytes]) -> None:
-    try:
-        while (message := pending.get()) is not None:
-            pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
-            out.flush()
-        out.close()
-    except OSError:  # the parent stopped listening: nothing left to do
-        os._exit(1)
+        yield "error", exc
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,12 @@ class NewItem(NamedTuple):
     error_message: str | None = None
 
 
+# A NewItem's fields as a plain tuple, in the same order: what the ingest reader process sends
+# (pickling a named tuple costs seven times as much) and all the store needs to insert a row.
+NewItemFields = tuple[str, int, str, str | None, str | None, str | None, str, str | None,
+                      str | None]
+
+
 @dataclass
 class AddResult:
     """What one `add_items` call did.
