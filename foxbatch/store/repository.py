@@ -25,6 +25,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     RowMapping,
+    Select,
     and_,
     bindparam,
     case,
@@ -584,27 +585,36 @@ class Repository:
         return {status: int(found.get(status, 0)) for status in ALL_STATUSES}
 
     def has_active_rows(self, job_ids: Sequence[int] | None = None) -> bool:
-        """Whether any row is still queued, submitting or pending (work left to do). One
-        indexed lookup per state, not a count: an idle worker asks this ten times a second."""
+        """Whether any row is still queued, submitting or pending (work left to do). Indexed
+        lookups, job by job, not a count: an idle worker asks this ten times a second."""
         with self._read() as conn:
-            return any(
-                conn.execute(select(items.c.id).where(items.c.status == status,
-                                                      *_job_filter(job_ids)).limit(1)).first()
-                is not None for status in sorted(ACTIVE_STATUSES))
+            return any(self._first_of_jobs(conn, job_ids, select(items.c.id).where(
+                items.c.status == status).limit(1)) for status in sorted(ACTIVE_STATUSES))
 
     def next_due_at(self, job_ids: Sequence[int] | None = None, *,
                     statuses: Sequence[str] = ("queued", "pending", "submitting")
                     ) -> float | None:
         """When the next queued retry, poll or lease expiry (of `statuses`) falls due, or None."""
         filters = _job_filter(job_ids)
-        due_column = {"queued": items.c.next_attempt_at, "pending": items.c.next_poll_at,
-                      "submitting": items.c.lease_until}
-        queries = [select(func.min(due_column[s])).where(items.c.status == s, *filters)
-                   for s in statuses]
+        due_column = {"pending": items.c.next_poll_at, "submitting": items.c.lease_until}
         with self._read() as conn:
-            found = [conn.execute(q).scalar_one() for q in queries]
+            found = [conn.execute(select(func.min(due_column[s])).where(
+                items.c.status == s, *filters)).scalar_one() for s in statuses if s != "queued"]
+            if "queued" in statuses:
+                found += self._first_of_jobs(conn, job_ids, select(
+                    func.min(items.c.next_attempt_at)).where(items.c.status == "queued"))
         times = [t for t in found if t is not None]
         return min(times) if times else None
+
+    def _first_of_jobs(self, conn: Connection, job_ids: Sequence[int] | None,
+                       stmt: Select[Any]) -> list[Any]:
+        """`stmt`'s first value in each job (`job_ids`, else every job) that has one: a query
+        by state finds its rows through the index that leads with job_id, one job at a time
+        (without the job, SQLite would scan that index whole)."""
+        ids = self._job_ids(conn) if job_ids is None else job_ids
+        found = (conn.execute(stmt.where(items.c.job_id == job_id)).scalar()
+                 for job_id in ids)
+        return [value for value in found if value is not None]
 
     def recent_durations(self, job_ids: Sequence[int] | None = None, *, limit: int = 500
                          ) -> dict[str | None, list[float]]:
