@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,7 +16,9 @@ import pytest
 from foxbatch import ingest as ingest_module
 from foxbatch.errors import ConfigError, InputFileError, RowError
 from foxbatch.ingest import INVALID_ROW_CODE, IngestOptions, ingest
+from foxbatch.inputs import InputFile
 from foxbatch.models import request_hash
+from foxbatch.reading import ItemStream
 from foxbatch.store import open_store
 
 GPT = IngestOptions(model="gpt-5.4", max_tokens=64)
@@ -253,3 +257,25 @@ def test_a_reader_process_that_dies_is_an_error(sqlite_repo, tmp_path, monkeypat
     with pytest.raises(InputFileError, match=r"r.jsonl: the process reading it stopped \(exit "
                                              r"code 3\)"):
         ingest(sqlite_repo, str(path), GPT)
+
+
+def test_the_reader_process_starts_without_sqlalchemy():
+    """The reader process imports foxbatch.reading only: no SQLAlchemy, a fast start."""
+    code = "import sys, foxbatch.reading; print('sqlalchemy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_reader_whose_items_are_no_longer_wanted_is_stopped(tmp_path):
+    """The writer gives up after one item (as when a write fails): closing stops the reader
+    at once, though it still had most of the file to send."""
+    path = write_jsonl(tmp_path / "big.jsonl", reviews(20_000))
+    with InputFile(str(path), GPT.mapper()) as source:
+        stream = ItemStream(source, strict=False)
+        reader = ingest_module._ReaderProcess(source, GPT)
+        first = next(reader.items(stream))
+        started = time.monotonic()
+        reader.close()
+    assert first[0] == "r1" and time.monotonic() - started < 5
+    assert reader._process.returncode is not None
