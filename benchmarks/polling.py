@@ -111,6 +111,20 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
+async def get_task(session: aiohttp.ClientSession, task_id: str) -> dict:
+    """GET a task; once more if the server closed a kept-alive connection under the request
+    (a keep-alive race, not an answer: a GET is safe to repeat, and the simulator counts it)."""
+    try:
+        return await _get_json(session, f"/v1/tasks/{task_id}")
+    except aiohttp.ServerDisconnectedError:
+        return await _get_json(session, f"/v1/tasks/{task_id}")
+
+
+async def _get_json(session: aiohttp.ClientSession, path: str) -> dict:
+    async with session.get(path) as response:
+        return await response.json()
+
+
 async def fixed_poller(url: str, bodies: list[str], interval: float,
                        deadline: float) -> tuple[dict[str, float], float]:
     """Submit every body at once, then GET each task every `interval` s until it is finished.
@@ -127,8 +141,7 @@ async def fixed_poller(url: str, bodies: list[str], interval: float,
                 task_id = (await response.json())["id"]
             while time.monotonic() < deadline:
                 await asyncio.sleep(interval)
-                async with session.get(f"/v1/tasks/{task_id}") as response:
-                    task = await response.json()
+                task = await get_task(session, task_id)
                 if task["status"] in FINISHED and (task["results"] or task["error"]):
                     recorded[task_id] = time.time()
                     return

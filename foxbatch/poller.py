@@ -37,8 +37,12 @@ class Poller(ClaimingStage):
     async def poll(self, claim: PollClaim) -> None:
         """GET one claimed task (holding one permit) and record what it says.
 
-        A FatalApiError (401/402) releases the claim and is re-raised.
+        A FatalApiError (401/402) releases the claim and is re-raised. A first look is moved,
+        without a GET, when what was learned since it was planned puts it later.
         """
+        if self._moved_first_look(claim):
+            self._limiter.release(refund=True)
+            return
         try:
             view = await self._client.get_task(claim.task_id)
         except ApiError as exc:
@@ -53,6 +57,15 @@ class Poller(ClaimingStage):
             self._recorder.add(self.outcome_of_view(claim, view))
         finally:
             self._limiter.release()
+
+    def _moved_first_look(self, claim: PollClaim) -> bool:
+        if claim.polls != 1 or claim.submitted_at is None:
+            return False
+        due = self._planner.first_look_due(claim.model, claim.submitted_at, self._clock())
+        if due is None:
+            return False
+        self._recorder.add(PollLater(claim.item_id, claim.lease_token, due, looked=False))
+        return True
 
     def outcome_of_view(self, claim: PollClaim, view: TaskView) -> Outcome:
         """What a task's state means for its row."""

@@ -1,39 +1,71 @@
 """When to look at a pending task again: adaptive polling, learned per model.
 
-FoxAPI documents no polling interval; third-party pollers use a fixed 5 s. foxbatch instead:
-- looks first at a per-model delay that a feedback loop keeps near the low end of observed task
-  durations (a first look that finds the task done shortens it, one that does not lengthens it),
-  so that few tasks are ready long before their first look;
-- when a task is still running and reports progress, looks again when that progress says it
-  will be done (one more look for most tasks);
-- without usable progress, widens the interval with the task's age (25% of it, at least
-  `min_interval`, jittered, capped), so each result is recorded within about a quarter of its
-  duration of becoming ready.
+FoxAPI documents no polling interval; third-party pollers use a fixed 5 s. foxbatch aims to
+record each result within `allowed_delay(d)` = max(min_interval, 25% of d) of the task (of
+duration d) becoming ready, with as few GETs as that allows:
+
+- A task's first look comes `first_delay` after its submit. With nothing learned yet that is
+  SAFETY x min_interval, too early to be late for any task. Once the model's durations are
+  known, it is their low end plus the delay allowed there: a first look that finds a task done
+  was then not late for it, and most tasks are still running at it.
+- The low end is the smaller of the shortest duration seen and the 0.1% quantile of a
+  lognormal fitted to the recent durations (LLM task durations are close to lognormal), so a few
+  dozen samples already reach below the shortest task of a thousand. The samples are what
+  running tasks predict from their progress, so they keep coming while first looks are early.
+- A running task reports progress: the next look comes when that progress says the task will
+  be done (the end of what the whole percentage allows), so one more look finds it done.
+- Without usable progress (still pending) the interval grows with the task's age: the delay
+  allowed at that age, jittered, capped.
+- A first look planned before anything was learned is moved when it falls due and the learned
+  first delay is later (`first_look_due`): a batch submitted at once is probed by the tasks
+  polled first, and the others wait for what those reveal.
+- If more first looks find the task done than the fitted durations predict (a model faster
+  than its history: tasks done at their first look teach nothing, so the fit lags), the first
+  delay shrinks step by step until they agree again.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-DEFAULT_FIRST = 0.5
+# The share of the allowed delay a look is planned into: the rest covers the GET, the group
+# commit and clock jitter.
+SAFETY = 0.8
+DEFAULT_MIN_INTERVAL = 1.0
+SLACK_SHARE = 0.25
 FIRST_FLOOR = 0.02
-SHORTEN = 0.85
-SHORTEN_FAST = 0.5
-ALMOST_ALL = 0.9
-LENGTHEN = 1.15
-TARGET_HITS = (0.15, 0.35)  # the share of first looks that should find the task done
+MIN_SAMPLES = 16
+WINDOW = 512
+# The low end of the durations: this many standard deviations below the mean of their logs.
+LOW_END_SIGMAS = 3.1
+REFIT_EVERY = 8
+# First-look guard: shrink when the share of first looks that find the task done exceeds what
+# the fit predicts by this much; undo a step when it is within a third of that.
+EXCESS_DONE_AT_FIRST_LOOK = 0.15
+SHRINK = 0.85
 FEEDBACK_EVERY = 0.5
-FEEDBACK_MIN_LOOKS = 4
-LOW_QUANTILE_OF_PROGRESS = 0.6
+FEEDBACK_MIN_LOOKS = 20
+# A planned first look is moved only if the learned one is at least this much later.
+REPLAN_MARGIN = 0.05
+PREDICTION_MARGIN = 1.02
 EMPTY_RESULT_DELAY = 0.5
 
 
 @dataclass
 class _ModelTiming:
-    first_delay: float
+    """What is known of one model's task durations."""
+
+    samples: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    unfitted: int = 0
+    log_mean: float = 0.0
+    log_sd: float = 0.0
+    low_end: float | None = None
+    shrink: float = 1.0
     looks: int = 0
     hits: int = 0
     adjusted_at: float = float("-inf")
@@ -43,51 +75,72 @@ class _ModelTiming:
 class PollPlanner:
     """Per-model poll timing; pure arithmetic, no I/O."""
 
-    default_first: float = DEFAULT_FIRST
-    min_interval: float = 1.0
+    min_interval: float = DEFAULT_MIN_INTERVAL
     max_interval: float = 60.0
     rng: random.Random = field(default_factory=random.Random)
     _models: dict[str, _ModelTiming] = field(default_factory=dict)
 
+    @property
+    def default_first(self) -> float:
+        """The first delay of a model nothing is known of: never late for any task."""
+        return SAFETY * self.min_interval
+
+    def allowed_delay(self, duration: float) -> float:
+        """How long after a task of `duration` is ready its result may be recorded."""
+        return max(self.min_interval, SLACK_SHARE * duration)
+
     def seed(self, model: str | None, durations: Iterable[float]) -> None:
         """Start from durations seen in earlier runs (seconds from submit to result)."""
-        values = sorted(d for d in durations if d > 0)
-        if len(values) >= 5:
-            low = statistics.quantiles(values, n=5)[0]  # the 20th percentile
-            self._timing(model).first_delay = max(FIRST_FLOOR, low)
+        for duration in durations:
+            self.observe_duration(model, duration)
+
+    def observe_duration(self, model: str | None, duration: float) -> None:
+        """A task of `model` took (at least) `duration` seconds."""
+        if duration > 0:
+            timing = self._timing(model)
+            timing.samples.append(duration)
+            timing.unfitted += 1
+
+    def first_delay(self, model: str | None) -> float:
+        """Seconds from a task's submit to its first look."""
+        timing = self._timing(model)
+        low = self._low_end(timing)
+        if low is None:
+            return self.default_first
+        first = low + SAFETY * self.allowed_delay(low)
+        # Shrinking guards against late results; below the default none can be late.
+        first = max(first * timing.shrink, min(first, self.default_first))
+        return min(self.max_interval, max(FIRST_FLOOR, first))
 
     def first_poll_at(self, model: str | None, sent_at: float) -> float:
         """When to look at a task submitted at `sent_at` for the first time."""
-        return sent_at + self._timing(model).first_delay
+        return sent_at + self.first_delay(model)
+
+    def first_look_due(self, model: str | None, sent_at: float, now: float) -> float | None:
+        """For a first look falling due at `now`: when it should come instead, if what was
+        learned since it was planned puts it later; None to look now."""
+        due = self.first_poll_at(model, sent_at)
+        return due if due > now + REPLAN_MARGIN else None
 
     def observe_first_poll(self, model: str | None, *, done: bool, now: float) -> None:
-        """Feedback from a first look. At most every FEEDBACK_EVERY seconds, the share of first
-        looks that found the task done moves the first delay: above TARGET_HITS shortens it,
-        below lengthens it, by a bounded step, so a whole batch of first looks that come back
-        at once moves it one step, not one step per look."""
+        """Feedback from a first look. At most every FEEDBACK_EVERY seconds: if clearly more
+        first looks found the task done than the fitted durations predict, shrink the first
+        delay a step; if about as many did, undo a step of earlier shrinking."""
         timing = self._timing(model)
         timing.looks += 1
         timing.hits += done
         if now - timing.adjusted_at < FEEDBACK_EVERY or timing.looks < FEEDBACK_MIN_LOOKS:
             return
-        share = timing.hits / timing.looks
-        if share > TARGET_HITS[1]:
-            # Nearly every task done at its first look: the look is far too late, halve it.
-            timing.first_delay *= SHORTEN_FAST if share >= ALMOST_ALL else SHORTEN
-        elif share < TARGET_HITS[0]:
-            timing.first_delay *= LENGTHEN
-        timing.first_delay = min(self.max_interval, max(FIRST_FLOOR, timing.first_delay))
+        expected = self._done_share(timing, self.first_delay(model))
+        excess = timing.hits / timing.looks - expected
+        # Two standard errors of the observed share: a handful of looks proves little.
+        noise = 2 * math.sqrt(expected * (1 - expected) / timing.looks)
+        if excess > EXCESS_DONE_AT_FIRST_LOOK + noise:
+            timing.shrink *= SHRINK
+        elif excess < EXCESS_DONE_AT_FIRST_LOOK / 3:
+            timing.shrink = min(1.0, timing.shrink / SHRINK)
         timing.looks = timing.hits = 0
         timing.adjusted_at = now
-
-    def observe_progress(self, model: str | None, predicted_duration: float) -> None:
-        """A running task predicts its own duration: move the first delay a tenth of the way
-        towards the low end of such predictions, up or down (faster than first-look
-        feedback alone)."""
-        timing = self._timing(model)
-        target = LOW_QUANTILE_OF_PROGRESS * predicted_duration
-        timing.first_delay += 0.1 * (target - timing.first_delay)
-        timing.first_delay = min(self.max_interval, max(FIRST_FLOOR, timing.first_delay))
 
     def next_poll_at(self, model: str | None, *, sent_at: float | None, now: float,
                      progress: float | None) -> float:
@@ -96,11 +149,8 @@ class PollPlanner:
             sent_at = now
         age = max(0.0, now - sent_at)
         if progress is not None and 0 < progress < 100 and age > 0:
-            predicted = age * 100.0 / progress
-            self.observe_progress(model, predicted)
-            due = sent_at + predicted * 1.02 + FIRST_FLOOR
-            return min(now + self.max_interval, max(now + FIRST_FLOOR, due))
-        step = max(self.min_interval, 0.25 * age) * self.rng.uniform(0.8, 1.0)
+            return self._predicted_poll_at(model, sent_at, now, age, progress)
+        step = SAFETY * self.allowed_delay(age) * self.rng.uniform(0.8, 1.0)
         return now + min(self.max_interval, step)
 
     @staticmethod
@@ -108,8 +158,42 @@ class PollPlanner:
         """`completed` without results: look again shortly (foxapi.md §3)."""
         return now + EMPTY_RESULT_DELAY
 
+    def _predicted_poll_at(self, model: str | None, sent_at: float, now: float, age: float,
+                           progress: float) -> float:
+        """A whole percentage p at `age` puts the duration in (age*100/(p+1), age*100/p]:
+        look at the end of that range, or earlier if the range is wider than the delay
+        allowed at its start."""
+        shortest = age * 100.0 / (math.floor(progress) + 1)
+        longest = age * 100.0 / progress
+        self.observe_duration(model, shortest)
+        due = sent_at + min(longest * PREDICTION_MARGIN + FIRST_FLOOR,
+                            shortest + SAFETY * self.allowed_delay(shortest))
+        return min(now + self.max_interval, max(now + FIRST_FLOOR, due))
+
+    def _low_end(self, timing: _ModelTiming) -> float | None:
+        """The low end of the model's durations (refitted every REFIT_EVERY samples)."""
+        if len(timing.samples) < MIN_SAMPLES:
+            return None
+        if timing.low_end is None or timing.unfitted >= REFIT_EVERY:
+            logs = [math.log(s) for s in timing.samples]
+            timing.log_mean, timing.log_sd = statistics.fmean(logs), statistics.pstdev(logs)
+            fitted = math.exp(timing.log_mean - LOW_END_SIGMAS * timing.log_sd)
+            timing.low_end = min(fitted, min(timing.samples))
+            timing.unfitted = 0
+        return timing.low_end
+
+    def _done_share(self, timing: _ModelTiming, delay: float) -> float:
+        """The share of tasks done within `delay` that the fitted durations predict (0 before
+        there is a fit: then any task done at its first look counts as unexpected)."""
+        if self._low_end(timing) is None:
+            return 0.0
+        if timing.log_sd == 0:
+            return 1.0 if delay >= math.exp(timing.log_mean) else 0.0
+        z = (math.log(delay) - timing.log_mean) / timing.log_sd
+        return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
     def _timing(self, model: str | None) -> _ModelTiming:
         key = model or ""
         if key not in self._models:
-            self._models[key] = _ModelTiming(self.default_first)
+            self._models[key] = _ModelTiming()
         return self._models[key]

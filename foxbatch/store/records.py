@@ -136,11 +136,15 @@ class TaskSucceeded:
 
 @dataclass(frozen=True)
 class PollLater:
-    """The task is not finished yet: stays pending, looked at again at `next_poll_at`."""
+    """The task is not finished yet: stays pending, looked at again at `next_poll_at`.
+
+    `looked` False: the claim was released without a GET (its look was moved), so it does
+    not count as a poll."""
 
     item_id: int
     lease_token: str
     next_poll_at: float
+    looked: bool = True
 
 
 @dataclass(frozen=True)

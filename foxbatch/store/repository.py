@@ -377,10 +377,10 @@ class Repository:
     def _apply_poll_later(self, conn: Connection, batch: list[PollLater], now: float) -> int:
         stmt = _owned_update("pending").values(
             next_poll_at=bindparam("b_next_poll"), lease_owner=None, lease_token=None,
-            lease_until=None, updated_at=now)
+            lease_until=None, polls=items.c.polls - bindparam("b_unlooked"), updated_at=now)
         return conn.execute(stmt, [
-            {"b_id": o.item_id, "b_token": o.lease_token, "b_next_poll": o.next_poll_at}
-            for o in batch]).rowcount
+            {"b_id": o.item_id, "b_token": o.lease_token, "b_next_poll": o.next_poll_at,
+             "b_unlooked": 0 if o.looked else 1} for o in batch]).rowcount
 
     def _apply_requeue(self, conn: Connection, batch: list[Requeue], now: float) -> int:
         self._close_attempts(conn, batch, now)

@@ -223,3 +223,23 @@ async def test_a_new_job_starts_from_the_durations_other_jobs_saw(store):
             app=Simulator(SimConfig()).app)) as client:
         await Runner(store, client, EngineOptions(), job_ids=[tonight], planner=planner).run()
     assert planner.first_poll_at("gpt-5.4", 0.0) != PollPlanner().first_poll_at("gpt-5.4", 0.0)
+
+
+async def test_first_looks_planned_before_anything_was_learned_move_without_a_get(store):
+    """A batch submitted at once into a fresh store: its first looks are all planned at the
+    default. The tasks polled first teach the planner that these tasks take seconds; the
+    other first looks then move later without a GET, and a moved look is not counted as a
+    poll: the store's poll counts are exactly the GETs the simulator received."""
+    job = seed_job(store, 120)
+    sim = Simulator(SimConfig(seed=21, latency_median=2.0, latency_sigma=0.2))
+    planner = PollPlanner()
+    async with FoxClient("http://sim", "sk-t", transport=httpx.ASGITransport(
+            app=sim.app)) as client:
+        summary = await Runner(store, client, EngineOptions(concurrency=8), job_ids=[job],
+                               planner=planner).run()
+    assert summary.counts["succeeded"] == 120
+    gets = sim.stats()["polls"]
+    assert sum(item["polls"] for item in store.iter_items(job)) == gets
+    assert planner.first_delay("gpt-5.4") > planner.default_first
+    # At the default first look (0.8 s) every task is running: two GETs or more each.
+    assert gets / 120 < 1.9

@@ -4,66 +4,113 @@ from __future__ import annotations
 
 import random
 
-from foxbatch.schedule import FIRST_FLOOR, PollPlanner
+import pytest
+
+from foxbatch.schedule import MIN_SAMPLES, SAFETY, PollPlanner
 
 
 def planner() -> PollPlanner:
     return PollPlanner(rng=random.Random(1))
 
 
-def test_first_look_shortens_when_tasks_are_done_and_lengthens_when_not():
+def lognormal(n: int, median: float, sigma: float, seed: int = 7) -> list[float]:
+    rng = random.Random(seed)
+    return [median * rng.lognormvariate(0.0, sigma) for _ in range(n)]
+
+
+def learn(p: PollPlanner, model: str, durations: list[float]) -> None:
+    """Feed `durations` as running tasks report them: a first look at 10% of each."""
+    for d in durations:
+        p.next_poll_at(model, sent_at=0.0, now=d / 10, progress=10)
+
+
+def test_the_default_first_look_is_never_late():
     p = planner()
-    start = p.first_poll_at("m", 0.0)
-    for t in range(10):
-        p.observe_first_poll("m", done=True, now=float(t))
-    shorter = p.first_poll_at("m", 0.0)
-    assert shorter < start
-    for t in range(10, 20):
-        p.observe_first_poll("m", done=False, now=float(t))
-    assert p.first_poll_at("m", 0.0) > shorter
-    for t in range(20, 1000):
-        p.observe_first_poll("m", done=True, now=float(t))
-    assert p.first_poll_at("m", 0.0) == FIRST_FLOOR
+    assert p.first_delay("m") == SAFETY * p.min_interval
+    # A task done at once waits at most the first delay: less than any allowed delay.
+    assert p.first_delay("m") < p.allowed_delay(0.0)
 
 
-def test_a_batch_of_first_looks_at_once_moves_the_delay_one_step():
+@pytest.mark.parametrize("sigma", [0.5, 1.0])
+def test_the_learned_first_look_is_late_for_no_task_of_a_thousand(sigma):
     p = planner()
-    start = p.first_poll_at("m", 0.0)
-    for _ in range(1000):  # a whole batch submitted together, all still running at 0.5 s
-        p.observe_first_poll("m", done=False, now=0.5)
-    assert p.first_poll_at("m", 0.0) <= start * 1.2
+    learn(p, "m", lognormal(64, 4.0, sigma))  # a first batch's running tasks
+    first = p.first_delay("m")
+    assert first > p.default_first  # most tasks are still running long after the default
+    population = lognormal(1000, 4.0, sigma, seed=99)
+    late = [d for d in population if d < first and first - d > p.allowed_delay(d)]
+    assert late == []
 
 
-def test_hits_in_the_target_band_leave_the_delay_alone():
+def test_the_first_look_waits_for_enough_samples():
     p = planner()
-    start = p.first_poll_at("m", 0.0)
-    for t in range(100):
-        p.observe_first_poll("m", done=t % 4 == 0, now=t / 4)
-    assert p.first_poll_at("m", 0.0) == start
+    learn(p, "m", [4.0] * (MIN_SAMPLES - 1))
+    assert p.first_delay("m") == p.default_first
+    learn(p, "m", [4.0])
+    assert p.first_delay("m") > p.default_first
 
 
 def test_models_are_learned_separately():
     p = planner()
-    for t in range(20):
-        p.observe_first_poll("fast", done=True, now=float(t))
-    assert p.first_poll_at("fast", 0.0) < p.first_poll_at("slow", 0.0)
+    learn(p, "slow", lognormal(40, 20.0, 0.3))
+    learn(p, "fast", lognormal(40, 2.0, 0.3))
+    assert p.first_delay("fast") < p.first_delay("slow")
+    assert p.first_delay("other") == p.default_first
 
 
-def test_progress_predictions_pull_the_first_look_both_ways():
+def test_a_planned_first_look_moves_only_when_the_learned_one_is_later():
     p = planner()
-    for _ in range(50):
-        p.next_poll_at("m", sent_at=0.0, now=2.0, progress=20)  # tasks of about 10 s
-    assert p.first_poll_at("m", 0.0) > 4.0
-    for _ in range(50):
-        p.next_poll_at("m", sent_at=0.0, now=0.5, progress=50)  # tasks of about 1 s
-    assert p.first_poll_at("m", 0.0) < 1.0
+    assert p.first_look_due("m", sent_at=10.0, now=10.8) is None  # nothing learned: look now
+    learn(p, "m", lognormal(64, 8.0, 0.3))
+    due = p.first_look_due("m", sent_at=10.0, now=10.8)
+    assert due == p.first_poll_at("m", 10.0) and due > 11.0
+    assert p.first_look_due("m", sent_at=10.0, now=due) is None
+
+
+def test_more_tasks_done_at_first_look_than_predicted_shrink_it_until_they_agree():
+    p = planner()
+    learn(p, "m", lognormal(64, 8.0, 0.3))
+    learned = p.first_delay("m")
+    for t in range(400):  # every first look finds the task done: the model got faster
+        p.observe_first_poll("m", done=True, now=t * 0.1)
+    shrunk = p.first_delay("m")
+    assert shrunk < learned * 0.5 and shrunk >= p.default_first
+    for t in range(400, 1000):  # as predicted again: the shrinking is undone
+        p.observe_first_poll("m", done=False, now=t * 0.1)
+    assert p.first_delay("m") == pytest.approx(learned)
+
+
+def test_a_batch_of_first_looks_at_once_moves_the_delay_one_step():
+    p = planner()
+    learn(p, "m", lognormal(64, 8.0, 0.3))
+    learned = p.first_delay("m")
+    for _ in range(1000):  # a whole batch, all done, all answered at the same moment
+        p.observe_first_poll("m", done=True, now=5.0)
+    assert p.first_delay("m") >= learned * 0.85 - 1e-9
+
+
+def test_done_at_first_look_as_predicted_leaves_the_delay_alone():
+    p = planner()
+    learn(p, "m", lognormal(200, 1.0, 0.3))  # short tasks: most are done at the first look
+    learned = p.first_delay("m")
+    durations = lognormal(400, 1.0, 0.3, seed=5)
+    for t, d in enumerate(durations):
+        p.observe_first_poll("m", done=d <= learned, now=t * 0.05)
+    assert p.first_delay("m") == pytest.approx(learned)
 
 
 def test_progress_predicts_the_next_look():
     p = planner()
-    # 2 s after submit the task says 40%: it should be done at 5 s.
+    # 2 s after submit the task says 40%: it is done by 5 s (40% covers 4.88 to 5 s).
     due = p.next_poll_at("m", sent_at=0.0, now=2.0, progress=40)
     assert 5.0 <= due <= 5.3
+
+
+def test_a_coarse_progress_looks_within_the_delay_allowed_at_its_shortest():
+    p = planner()
+    # 1% at 0.5 s: anywhere from 25 to 50 s; a look at 50 s could be 25 s late.
+    due = p.next_poll_at("m", sent_at=0.0, now=0.5, progress=1)
+    assert due <= 25.0 + SAFETY * p.allowed_delay(25.0)
 
 
 def test_without_progress_the_interval_grows_with_age_and_is_capped():
@@ -71,14 +118,14 @@ def test_without_progress_the_interval_grows_with_age_and_is_capped():
     young = p.next_poll_at("m", sent_at=0.0, now=1.0, progress=None) - 1.0
     old = p.next_poll_at("m", sent_at=0.0, now=40.0, progress=None) - 40.0
     ancient = p.next_poll_at("m", sent_at=0.0, now=10_000.0, progress=0) - 10_000.0
-    assert 0.8 <= young <= 1.0
-    assert 8.0 <= old <= 10.0  # a quarter of the age, jittered
+    assert 0.8 * SAFETY <= young <= SAFETY
+    assert 8.0 * SAFETY <= old <= 10.0 * SAFETY  # the delay allowed at its age, jittered
     assert ancient <= p.max_interval
 
 
 def test_seed_from_earlier_durations():
     p = planner()
     p.seed("m", [4.0] * 10 + [8.0] * 10)
-    assert 3.9 <= p.first_poll_at("m", 0.0) <= 4.1
+    assert 1.5 <= p.first_delay("m") <= 4.0
     p.seed("other", [1.0])  # too few to learn from
-    assert p.first_poll_at("other", 0.0) == p.default_first
+    assert p.first_delay("other") == p.default_first
