@@ -41,7 +41,7 @@ from machine import describe_machine  # noqa: E402
 
 from foxbatch.sim import SimConfig, serve_in_subprocess  # noqa: E402
 
-LIBRARIES = ("foxbatch", "sqlalchemy", "orjson", "aiohttp", "httpx", "httpx-aiohttp")
+LIBRARIES = ("foxbatch", "sqlalchemy", "orjson", "aiohttp", "httpx")
 FOXBATCH = (sys.executable, "-m", "foxbatch")
 SAMPLE_EVERY = 0.2
 STOP_TIMEOUT = 60.0

@@ -49,7 +49,7 @@ from foxbatch.submitter import EngineOptions  # noqa: E402
 API_KEY = "sk-bench"
 MODEL = "gpt-5.4"
 SEED = 1
-LIBRARIES = ("foxbatch", "aiohttp", "httpx", "httpx-aiohttp", "sqlalchemy", "uvicorn")
+LIBRARIES = ("foxbatch", "aiohttp", "httpx", "sqlalchemy", "uvicorn")
 MAX_GETS_PER_TASK = 2.0
 MIN_SLACK = 1.0
 SLACK_SHARE = 0.25

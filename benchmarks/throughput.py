@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=256)
     args = parser.parse_args()
-    print(describe_machine(["foxbatch", "httpx", "aiohttp", "httpx-aiohttp", "sqlalchemy",
+    print(describe_machine(["foxbatch", "httpx", "aiohttp", "sqlalchemy",
                             "uvicorn"]))
     with serve_in_subprocess(SimConfig(seed=1)) as url, tempfile.TemporaryDirectory() as tmp:
         n, c = args.rows, args.concurrency

@@ -113,3 +113,16 @@ async def test_the_api_key_never_appears_in_errors():
         with pytest.raises(AuthenticationError) as caught:
             await client.submit(BODY)
     assert "sk-secret-value" not in str(caught.value)
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_a_connection_dropped_after_the_submit_was_sent_is_in_doubt(transport):
+    """Over real HTTP, the simulator creates the task and then closes the connection without
+    an answer: the client cannot know, so the submit is in doubt, not 'not sent'."""
+    sim = Simulator(SimConfig(pdrop_submit=1.0))
+    chosen = httpx.AsyncHTTPTransport() if transport == "httpx" else None
+    with serve_in_thread(sim) as url:
+        async with FoxClient(url, "sk-test", transport=chosen) as client:
+            with pytest.raises(InDoubtError):
+                await client.submit(BODY)
+    assert sim.stats()["tasks_created"] == 1
