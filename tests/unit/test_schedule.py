@@ -71,8 +71,8 @@ def test_more_tasks_done_at_first_look_than_predicted_shrink_it_until_they_agree
     p = planner()
     learn(p, "m", lognormal(64, 8.0, 0.3))
     learned = p.first_delay("m")
-    for t in range(400):  # every first look finds the task done: the model got faster
-        p.observe_first_poll("m", done=True, now=t * 0.1)
+    for t in range(400):  # most first looks find the task done: the model got faster
+        p.observe_first_poll("m", done=t % 4 != 0, now=t * 0.1)
     shrunk = p.first_delay("m")
     assert shrunk < learned * 0.5 and shrunk >= p.default_first
     for t in range(400, 1000):  # as predicted again: the shrinking is undone
@@ -84,8 +84,8 @@ def test_a_batch_of_first_looks_at_once_moves_the_delay_one_step():
     p = planner()
     learn(p, "m", lognormal(64, 8.0, 0.3))
     learned = p.first_delay("m")
-    for _ in range(1000):  # a whole batch, all done, all answered at the same moment
-        p.observe_first_poll("m", done=True, now=5.0)
+    for t in range(1000):  # a whole batch, most done, all answered at the same moment
+        p.observe_first_poll("m", done=t % 4 != 0, now=5.0)
     assert p.first_delay("m") >= learned * 0.85 - 1e-9
 
 
@@ -95,7 +95,7 @@ def test_done_at_first_look_as_predicted_leaves_the_delay_alone():
     learned = p.first_delay("m")
     durations = lognormal(400, 1.0, 0.3, seed=5)
     for t, d in enumerate(durations):
-        p.observe_first_poll("m", done=d <= learned, now=t * 0.05)
+        p.observe_first_poll("m", done=d <= p.first_delay("m"), now=t * 0.05)
     assert p.first_delay("m") == pytest.approx(learned)
 
 
@@ -129,3 +129,14 @@ def test_seed_from_earlier_durations():
     assert 1.5 <= p.first_delay("m") <= 4.0
     p.seed("other", [1.0])  # too few to learn from
     assert p.first_delay("other") == p.default_first
+
+
+def test_when_nearly_every_first_look_finds_the_task_done_the_first_look_comes_sooner():
+    p = planner()
+    for t in range(100):  # tasks of a few milliseconds: each first look finds them done
+        p.observe_first_poll("m", done=True, now=t * 0.1)
+    hurried = p.first_delay("m")
+    assert hurried < p.default_first / 4
+    for t in range(100, 300):  # now most are still running at it: back to the default
+        p.observe_first_poll("m", done=t % 2 == 0, now=t * 0.1)
+    assert p.first_delay("m") == p.default_first
