@@ -8,7 +8,7 @@ duration d) becoming ready, with as few GETs as that allows:
   SAFETY x min_interval, too early to be late for any task. Once the model's durations are
   known, it is their low end plus the delay allowed there: a first look that finds a task done
   was then not late for it, and most tasks are still running at it.
-- The low end is the smaller of the shortest duration seen and the 0.1% quantile of a
+- The low end is the smaller of the shortest duration seen and the 0.02% quantile of a
   lognormal fitted to the recent durations (LLM task durations are close to lognormal), so a few
   dozen samples already reach below the shortest task of a thousand. The samples are what
   running tasks predict from their progress, so they keep coming while first looks are early.
@@ -43,8 +43,10 @@ SLACK_SHARE = 0.25
 FIRST_FLOOR = 0.02
 MIN_SAMPLES = 16
 WINDOW = 512
-# The low end of the durations: this many standard deviations below the mean of their logs.
-LOW_END_SIGMAS = 3.1
+# The low end of the durations: this many standard deviations below the mean of their logs
+# (the 0.02% quantile of a lognormal; more than the 0.1% a thousand tasks need, because the
+# samples miss the tasks done before their first look, which narrows the fit).
+LOW_END_SIGMAS = 3.5
 REFIT_EVERY = 8
 # First-look guard: shrink when the share of first looks that find the task done exceeds what
 # the fit predicts by this much; undo a step when it is within a third of that.
