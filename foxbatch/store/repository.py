@@ -46,7 +46,6 @@ from foxbatch.models import (
     OnDoubt,
     RowStatus,
 )
-from foxbatch.store.engine import READ_ONLY
 from foxbatch.store.records import (
     AddResult,
     Applied,
@@ -66,13 +65,16 @@ from foxbatch.store.records import (
     TaskSucceeded,
     Worker,
 )
+from foxbatch.store.sql import KEY_LOOKUP_CHUNK, Queries, _attempt_update, _job_filter, _lock_items
 from foxbatch.store.tables import attempts, items, jobs, rate_budgets, workers
+
+__all__ = ["COMMIT_ROWS", "FORGET_WORKERS_AFTER", "INSERT_CHUNK", "IN_FLIGHT", "KEY_LOOKUP_CHUNK",
+           "NEW_ITEM_COLUMNS", "Repository", "new_token"]
 
 INSERT_CHUNK = 5_000
 # Rows per ingest transaction: large enough that commits and WAL checkpoints are rare, small
 # enough that the rows read ahead of a transaction stay a few megabytes.
 COMMIT_ROWS = 20_000
-KEY_LOOKUP_CHUNK = 900
 # Rows of workers whose last sign of life is older than this are deleted when a worker starts.
 FORGET_WORKERS_AFTER = 7 * 24 * 3600.0
 # The items columns that NewItem's fields fill, in the order of its fields.
@@ -89,7 +91,7 @@ def new_token() -> str:
     return uuid.uuid4().hex
 
 
-class Repository:
+class Repository(Queries):
     """All reads and writes of the task store, over one SQLAlchemy engine."""
 
     def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time):
@@ -812,13 +814,6 @@ class Repository:
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount
 
-    def _read(self) -> Connection:
-        return self.engine.connect().execution_options(**READ_ONLY)
-
-    @staticmethod
-    def _job_ids(conn: Connection) -> list[int]:
-        return list(conn.execute(select(jobs.c.id).order_by(jobs.c.id)).scalars())
-
 
 class _ItemAdder:
     """One add_items call: the keys it has seen, and what it did (`result`)."""
@@ -930,10 +925,6 @@ def _job(row: RowMapping) -> Job:
                updated_at=row["updated_at"])
 
 
-def _job_filter(job_ids: Sequence[int] | None) -> list[Any]:
-    return [] if job_ids is None else [items.c.job_id.in_(list(job_ids))]
-
-
 def _owned_update(expected_status: str) -> Any:
     """UPDATE items for one claimed row: applies only while status and lease token still match."""
     return update(items).where(items.c.id == bindparam("b_id"),
@@ -952,16 +943,6 @@ def _still_owned() -> Any:
 def _owned_attempt_update(**values: Any) -> Any:
     """UPDATE of one claim's attempt row that applies only while the claim owns its item."""
     return _attempt_update(**values).where(_still_owned())
-
-
-def _lock_items(conn: Connection, item_ids: Sequence[int]) -> None:
-    """PostgreSQL: lock these items in id order before changing them, so that what this
-    transaction checks (ownership) cannot change before it writes, and two transactions that
-    both wait for locks never deadlock. SQLite's BEGIN IMMEDIATE already serialises writers."""
-    if conn.dialect.name != "postgresql" or not item_ids:
-        return
-    conn.execute(select(items.c.id).where(items.c.id.in_(sorted(set(item_ids))))
-                 .order_by(items.c.id).with_for_update())
 
 
 def _locked_ids(*where: Any) -> Any:
@@ -1013,13 +994,6 @@ def _requeued(now: float) -> dict[str, Any]:
             "completion_tokens": None, "total_tokens": None, "finished_at": None,
             "next_poll_at": None, "lease_owner": None, "lease_token": None,
             "lease_until": None, "updated_at": now}
-
-
-def _attempt_update(**values: Any) -> Any:
-    return (update(attempts)
-            .where(attempts.c.item_id == bindparam("b_item"),
-                   attempts.c.number == bindparam("b_number"))
-            .values(**values))
 
 
 def _case_pending(until: float, current: Any) -> Any:
