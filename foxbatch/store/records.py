@@ -23,7 +23,7 @@ class NewItem(NamedTuple):
 
     A named tuple rather than a frozen dataclass: ingest makes one per input row, and this is
     about four times cheaper to build; the repository unpacks it straight into executemany
-    parameters (its fields are in the order of `repository.NEW_ITEM_COLUMNS`).
+    parameters (its fields are in the order of `ingesting.NEW_ITEM_COLUMNS`).
     """
 
     row_key: str
