@@ -1,5 +1,6 @@
 """The task store: schema (tables), engines (engine), migrations (migrate) and all SQL
-(repository). `open_store` is the one way in for the rest of foxbatch.
+(repository, whose queries live by concern in ingesting, claims, reports and workers, over sql).
+`open_store` is the one way in for the rest of foxbatch.
 
 SQLAlchemy is imported on first use (`open_store`, `Repository`), not with the package: the
 ingest reader process needs the store's records and nothing else, and starts three times
