@@ -26,8 +26,15 @@ from foxbatch.store.records import (
     TaskCreated,
     TaskSucceeded,
 )
-from foxbatch.store.sql import Queries, _attempt_update, _job_filter, _lock_items
-from foxbatch.store.tables import attempts, items
+from foxbatch.store.sql import (
+    Queries,
+    _attempt_update,
+    _has_queued,
+    _job_filter,
+    _job_ids_filter,
+    _lock_items,
+)
+from foxbatch.store.tables import attempts, items, jobs
 
 
 def new_token() -> str:
@@ -53,10 +60,10 @@ class ClaimQueries(Queries):
                   "error_code": None, "error_message": None, "updated_at": now}
         with self.engine.begin() as conn:
             rows: list[RowMapping] = []
-            # One job at a time: the partial index (job_id, next_attempt_at, row_index) then
+            # One job at a time: the index (job_id, status, next_attempt_at, row_index) then
             # hands over the due rows in order, so a claim costs O(rows claimed) however many
-            # rows the job still has queued.
-            for job_id in job_ids if job_ids is not None else self._job_ids(conn):
+            # rows the job still has queued; only jobs with a due row are visited.
+            for job_id in self._jobs_with_due_rows(conn, job_ids, now):
                 if len(rows) >= limit:
                     break
                 rows.extend(conn.execute(_claim_due_in_job(job_id, limit - len(rows), now,
@@ -70,6 +77,13 @@ class ClaimQueries(Queries):
             request_hash=r["request_hash"], model=r["model"], attempt=r["attempts"],
             free_attempts=r["free_attempts"], lease_token=token) for r in rows),
             key=lambda c: c.item_id)
+
+    @staticmethod
+    def _jobs_with_due_rows(conn: Connection, job_ids: Sequence[int] | None,
+                            now: float) -> list[int]:
+        """The jobs (of `job_ids`, else all) with a queued row due by `now`, in id order."""
+        return list(conn.execute(select(jobs.c.id).where(
+            _has_queued(due_by=now), *_job_ids_filter(job_ids)).order_by(jobs.c.id)).scalars())
 
     def claim_due_polls(self, owner: str, limit: int, *, lease_seconds: float,
                         job_ids: Sequence[int] | None = None) -> list[PollClaim]:

@@ -7,9 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
-    Connection,
     RowMapping,
-    Select,
     and_,
     bindparam,
     case,
@@ -19,10 +17,19 @@ from sqlalchemy import (
     update,
 )
 
-from foxbatch.models import ACTIVE_STATUSES, ALL_STATUSES, CANCEL_REQUESTED_CODE
+from foxbatch.models import ALL_STATUSES, CANCEL_REQUESTED_CODE
 from foxbatch.store.records import ErrorCount, JobStats, RequestChange
-from foxbatch.store.sql import KEY_LOOKUP_CHUNK, Queries, _attempt_update, _job_filter, _lock_items
-from foxbatch.store.tables import attempts, items
+from foxbatch.store.sql import (
+    KEY_LOOKUP_CHUNK,
+    Queries,
+    _attempt_update,
+    _first_queued_due,
+    _has_queued,
+    _job_filter,
+    _job_ids_filter,
+    _lock_items,
+)
+from foxbatch.store.tables import attempts, items, jobs
 
 # States of a row whose task may exist at FoxAPI right now.
 IN_FLIGHT = ("submitting", "pending")
@@ -47,35 +54,28 @@ class ReportQueries(Queries):
 
     def has_active_rows(self, job_ids: Sequence[int] | None = None) -> bool:
         """Whether any row is still queued, submitting or pending (work left to do). Indexed
-        lookups, job by job, not a count: an idle worker asks this ten times a second."""
+        lookups, not a count: an idle worker asks this ten times a second."""
+        lookups = [select(jobs.c.id).where(_has_queued(), *_job_ids_filter(job_ids)).limit(1)]
+        lookups += [select(items.c.id).where(items.c.status == status, *_job_filter(job_ids))
+                    .limit(1) for status in IN_FLIGHT]
         with self._read() as conn:
-            return any(self._first_of_jobs(conn, job_ids, select(items.c.id).where(
-                items.c.status == status).limit(1)) for status in sorted(ACTIVE_STATUSES))
+            return any(conn.execute(stmt).first() is not None for stmt in lookups)
 
     def next_due_at(self, job_ids: Sequence[int] | None = None, *,
                     statuses: Sequence[str] = ("queued", "pending", "submitting")
                     ) -> float | None:
         """When the next queued retry, poll or lease expiry (of `statuses`) falls due, or None."""
-        filters = _job_filter(job_ids)
         due_column = {"pending": items.c.next_poll_at, "submitting": items.c.lease_until}
+        queries = [select(func.min(due_column[s])).where(items.c.status == s,
+                                                         *_job_filter(job_ids))
+                   for s in statuses if s != "queued"]
+        if "queued" in statuses:
+            queries.append(select(func.min(_first_queued_due())).where(
+                *_job_ids_filter(job_ids)))
         with self._read() as conn:
-            found = [conn.execute(select(func.min(due_column[s])).where(
-                items.c.status == s, *filters)).scalar_one() for s in statuses if s != "queued"]
-            if "queued" in statuses:
-                found += self._first_of_jobs(conn, job_ids, select(
-                    func.min(items.c.next_attempt_at)).where(items.c.status == "queued"))
+            found = [conn.execute(q).scalar_one() for q in queries]
         times = [t for t in found if t is not None]
         return min(times) if times else None
-
-    def _first_of_jobs(self, conn: Connection, job_ids: Sequence[int] | None,
-                       stmt: Select[Any]) -> list[Any]:
-        """`stmt`'s first value in each job (`job_ids`, else every job) that has one: a query
-        by state finds its rows through the index that leads with job_id, one job at a time
-        (without the job, SQLite would scan that index whole)."""
-        ids = self._job_ids(conn) if job_ids is None else job_ids
-        found = (conn.execute(stmt.where(items.c.job_id == job_id)).scalar()
-                 for job_id in ids)
-        return [value for value in found if value is not None]
 
     def recent_durations(self, job_ids: Sequence[int] | None = None, *, limit: int = 500
                          ) -> dict[str | None, list[float]]:

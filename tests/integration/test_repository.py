@@ -212,3 +212,24 @@ def test_next_due_at(repo):
 def test_claim_with_zero_limit_claims_nothing(repo, n):
     seeded(repo, 1)
     assert repo.claim_queued("w", n, lease_seconds=1) == []
+
+
+def test_work_is_found_across_many_jobs_and_only_in_the_jobs_asked_for(repo):
+    """A daemon serving every job: the one job of forty with queued rows is found, its rows
+    are claimed, and the earliest due time is the minimum over the jobs asked for."""
+    clock = Clock()
+    repo.clock = clock
+    for i in range(39):
+        repo.ensure_job(f"empty-{i}")
+    busy = repo.ensure_job("busy")
+    repo.add_items(busy.id, [make_item(str(i), i) for i in range(1, 4)])
+    empty = repo.find_job("empty-0")
+    assert repo.has_active_rows() and repo.has_active_rows([busy.id])
+    assert not repo.has_active_rows([empty.id])
+    assert repo.next_due_at() == 0.0 and repo.next_due_at([empty.id]) is None
+    claims = repo.claim_queued("w", 10, lease_seconds=60)
+    assert {c.job_id for c in claims} == {busy.id} and len(claims) == 3
+    assert repo.claim_queued("w", 10, lease_seconds=60) == []
+    assert repo.has_active_rows()  # submitting
+    assert repo.next_due_at(statuses=("queued",)) is None
+    assert repo.next_due_at() == clock.now + 60  # the leases expire then
