@@ -112,11 +112,19 @@ class PollPlanner:
     def first_delay(self, model: str | None) -> float:
         """Seconds from a task's submit to its first look."""
         timing = self._timing(model)
+        first = self._unhurried_first(timing) * timing.hurry
+        return min(self.max_interval, max(FIRST_FLOOR, first))
+
+    def _learned_first(self, timing: _ModelTiming) -> float:
+        """The first delay the durations alone give (the default without a fit)."""
         low = self._low_end(timing)
-        first = self.default_first if low is None else low + SAFETY * self.allowed_delay(low)
-        # Shrinking guards against late results; below the default none can be late.
-        first = max(first * timing.shrink, min(first, self.default_first))
-        return min(self.max_interval, max(FIRST_FLOOR, first * timing.hurry))
+        return self.default_first if low is None else low + SAFETY * self.allowed_delay(low)
+
+    def _unhurried_first(self, timing: _ModelTiming) -> float:
+        """The learned first delay after the shrinking guard, which never takes it below the
+        default (below it no result can be late)."""
+        first = self._learned_first(timing)
+        return max(first * timing.shrink, min(first, self.default_first))
 
     def first_poll_at(self, model: str | None, sent_at: float) -> float:
         """When to look at a task submitted at `sent_at` for the first time."""
@@ -139,20 +147,34 @@ class PollPlanner:
         if now - timing.adjusted_at < FEEDBACK_EVERY or timing.looks < FEEDBACK_MIN_LOOKS:
             return
         share = timing.hits / timing.looks
-        if share >= ALMOST_ALL_DONE:
-            timing.hurry *= HURRY
-        elif share < ALMOST_ALL_DONE * 0.8:
-            timing.hurry = min(1.0, timing.hurry / HURRY)
+        # Judge the looks against the delay they were made at, before changing anything.
         expected = self._done_share(timing, self.first_delay(model))
-        excess = share - expected
-        # Two standard errors of the observed share: a handful of looks proves little.
-        noise = 2 * math.sqrt(expected * (1 - expected) / timing.looks)
-        if excess > EXCESS_DONE_AT_FIRST_LOOK + noise:
-            timing.shrink *= SHRINK
-        elif excess < EXCESS_DONE_AT_FIRST_LOOK / 3:
-            timing.shrink = min(1.0, timing.shrink / SHRINK)
+        self._adjust_hurry(timing, share)
+        self._adjust_shrink(timing, share - expected,
+                            2 * math.sqrt(expected * (1 - expected) / timing.looks))
         timing.looks = timing.hits = 0
         timing.adjusted_at = now
+
+    def _adjust_hurry(self, timing: _ModelTiming, share: float) -> None:
+        """Halve the first delay when nearly every first look found the task done (down to
+        FIRST_FLOOR, no further); undo a halving when clearly fewer did."""
+        if share >= ALMOST_ALL_DONE:
+            timing.hurry = max(timing.hurry * HURRY,
+                               FIRST_FLOOR / max(FIRST_FLOOR, self._unhurried_first(timing)))
+        elif share < ALMOST_ALL_DONE * 0.8:
+            timing.hurry = min(1.0, timing.hurry / HURRY)
+
+    def _adjust_shrink(self, timing: _ModelTiming, excess: float, noise: float) -> None:
+        """Shrink a step when `excess` (the share of first looks that found the task done
+        beyond what the fit predicts) is clearly above EXCESS_DONE_AT_FIRST_LOOK, given
+        `noise` (two standard errors); undo a step when it is small. Never below the default,
+        where shrinking has no effect."""
+        if excess > EXCESS_DONE_AT_FIRST_LOOK + noise:
+            learned = self._learned_first(timing)
+            floor = min(1.0, self.default_first / learned)
+            timing.shrink = max(timing.shrink * SHRINK, floor)
+        elif excess < EXCESS_DONE_AT_FIRST_LOOK / 3:
+            timing.shrink = min(1.0, timing.shrink / SHRINK)
 
     def next_poll_at(self, model: str | None, *, sent_at: float | None, now: float,
                      progress: float | None) -> float:

@@ -140,3 +140,21 @@ def test_when_nearly_every_first_look_finds_the_task_done_the_first_look_comes_s
     for t in range(100, 300):  # now most are still running at it: back to the default
         p.observe_first_poll("m", done=t % 2 == 0, now=t * 0.1)
     assert p.first_delay("m") == p.default_first
+
+
+def test_the_guards_stop_at_their_floors_and_recover_in_a_few_steps():
+    """Tasks that fail at once for a long while (every first look finds them done) must not
+    wind the guards up past their floors: once looks find tasks running again, the first
+    delay is back within a few feedback rounds."""
+    p = planner()
+    learn(p, "m", lognormal(64, 8.0, 0.3))
+    learned = p.first_delay("m")
+    for t in range(5000):  # about 40 minutes of 20-look rounds, every look done
+        p.observe_first_poll("m", done=True, now=t * 0.5)
+    assert p.first_delay("m") >= 0.02
+    rounds = 0
+    while p.first_delay("m") < learned * 0.999 and rounds < 40:
+        for _ in range(20):
+            p.observe_first_poll("m", done=False, now=2600.0 + rounds)
+        rounds += 1
+    assert p.first_delay("m") == pytest.approx(learned) and rounds <= 12
