@@ -164,6 +164,9 @@ class FoxClient:
             response = await self._http.send(request)
         except (httpx.TransportError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise classify_transport_error(exc, method) from exc
+        except httpx.DecodingError as exc:  # an answer came, unreadable (a proxy's page?)
+            raise InDoubtError(f"{method} got an answer that could not be decoded "
+                               f"({exc})") from exc
         return response
 
 

@@ -52,9 +52,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._session = None
 
     def _open(self) -> aiohttp.ClientSession:
+        # httpx's TLS context (certifi's CA bundle, or SSL_CERT_FILE / SSL_CERT_DIR), as with
+        # httpx's own transports; no cookie jar: FoxAPI sets no cookies and none are sent.
         connector = aiohttp.TCPConnector(limit=self._max_connections,
-                                         keepalive_timeout=self._keepalive_expiry)
-        self._session = aiohttp.ClientSession(connector=connector)
+                                         keepalive_timeout=self._keepalive_expiry,
+                                         ssl=httpx.create_ssl_context())
+        self._session = aiohttp.ClientSession(connector=connector,
+                                              cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
     def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:

@@ -10,6 +10,8 @@ import httpx
 import pytest
 from aiohttp import web
 
+from foxbatch.client import FoxClient
+from foxbatch.errors import InDoubtError
 from foxbatch.transport import AiohttpTransport
 
 
@@ -28,9 +30,20 @@ async def server():
         return web.Response(body=body, headers={"Content-Encoding": "gzip",
                                                 "Content-Type": "application/json"})
 
+    async def with_cookie(_request: web.Request) -> web.Response:
+        response = web.json_response({"ok": True})
+        response.set_cookie("session", "abc")
+        return response
+
+    async def garbled(_request: web.Request) -> web.Response:
+        return web.Response(body=b"<html>502 Bad Gateway</html>",
+                            headers={"Content-Encoding": "gzip"})
+
     app = web.Application()
     app.router.add_route("*", "/echo", echo)
     app.router.add_get("/gzip", compressed)
+    app.router.add_get("/cookie", with_cookie)
+    app.router.add_post("/v1/llm/generations", garbled)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -69,3 +82,19 @@ async def test_a_refused_connection_raises_aiohttps_own_error():
     async with httpx.AsyncClient(transport=AiohttpTransport(1)) as client:
         with pytest.raises(aiohttp.ClientConnectorError):
             await client.get("http://127.0.0.1:1/")
+
+
+async def test_the_transport_keeps_and_sends_no_cookie(server):
+    transport = AiohttpTransport(2)
+    await transport.handle_async_request(httpx.Request("GET", f"{server}/cookie"))
+    echo = await transport.handle_async_request(httpx.Request("GET", f"{server}/echo"))
+    await transport.aclose()
+    assert "Cookie" not in json.loads(echo.content)["headers"]
+
+
+async def test_an_answer_that_cannot_be_decoded_leaves_the_submit_in_doubt(server):
+    """A gzip answer that is not gzip (say, a proxy's error page): an answer came, so the
+    task may exist."""
+    async with FoxClient(server, "sk-x") as client:
+        with pytest.raises(InDoubtError, match="could not be decoded"):
+            await client.submit('{"model": "gpt-5.4", "prompt": "x"}')
