@@ -161,12 +161,16 @@ class _ReaderProcess:
         self._process.wait()
 
     def _receive_all(self) -> None:
-        """The receiving thread: every message in order, ending with "done" or "error"."""
-        while not self._stop.is_set():
-            message = self._receive()
-            self._put(message)
-            if message[0] != "items":
-                return
+        """The receiving thread: every message in order, ending with "done" or "error" (its
+        own failure included, so that `items` never waits for ever)."""
+        try:
+            while not self._stop.is_set():
+                message = self._receive()
+                self._put(message)
+                if message[0] != "items":
+                    return
+        except Exception as exc:  # whatever stops the receiving is the caller's to report
+            self._put(("error", exc))
 
     def _put(self, message: tuple[str, Any]) -> None:
         while not self._stop.is_set():
@@ -184,14 +188,16 @@ class _ReaderProcess:
                 return
 
     def _receive(self) -> tuple[str, Any]:
+        """The next message; if the stream ends or breaks, the error that says so."""
         try:
             return pickle.load(self._process.stdout)  # type: ignore[arg-type]
         except EOFError:
-            code = self._process.wait()
-            return "error", InputFileError(f"{self.name}: the process reading it stopped "
-                                           f"(exit code {code})")
-        except Exception as exc:  # a cut-off message after a kill: nobody is listening then
-            return "error", exc
+            pass
+        except Exception:  # cut off or garbled: the reader died mid-message or is broken
+            self._process.kill()
+        code = self._process.wait()
+        return "error", InputFileError(f"{self.name}: the process reading it stopped (exit "
+                                       f"code {code})")
 
 
 @dataclass(frozen=True)

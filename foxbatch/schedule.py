@@ -16,9 +16,10 @@ duration d) becoming ready, with as few GETs as that allows:
   be done (the end of what the whole percentage allows), so one more look finds it done.
 - Without usable progress (still pending) the interval grows with the task's age: the delay
   allowed at that age, jittered, capped.
-- A first look planned before anything was learned is moved when it falls due and the learned
-  first delay is later (`first_look_due`): a batch submitted at once is probed by the tasks
-  polled first, and the others wait for what those reveal.
+- A first look that falls due when the learned first delay puts it later (it was planned
+  before that was learned: typically a batch submitted at once into a fresh store) is moved,
+  without a GET (`first_look_due`): the batch is probed by the tasks polled first, and the
+  others wait for what those reveal.
 - If more first looks find the task done than the fitted durations predict (a model faster
   than its history: tasks done at their first look teach nothing, so the fit lags), the first
   delay shrinks step by step until they agree again.

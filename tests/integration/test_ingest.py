@@ -279,3 +279,16 @@ def test_a_reader_whose_items_are_no_longer_wanted_is_stopped(tmp_path):
         reader.close()
     assert first[0] == "r1" and time.monotonic() - started < 5
     assert reader._process.returncode is not None
+
+
+def test_a_reader_process_that_sends_garbage_is_an_error(sqlite_repo, tmp_path, monkeypatch):
+    """A stream cut off or garbled mid-message (the reader killed by the OOM killer, say) is
+    reported like a reader that stopped, with its exit code, not as an unpickling error."""
+    monkeypatch.setattr(ingest_module, "READER_MIN_BYTES", 0)
+    monkeypatch.setattr(ingest_module, "_READER_COMMAND",
+                        "import sys; sys.stdout.buffer.write(b'\\xff' * 64); "
+                        "sys.stdout.flush(); import time; time.sleep(30)")
+    path = write_jsonl(tmp_path / "r.jsonl", reviews(3))
+    with pytest.raises(InputFileError, match=r"r.jsonl: the process reading it stopped \(exit "
+                                             r"code -9\)"):
+        ingest(sqlite_repo, str(path), GPT)
