@@ -64,8 +64,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
         """httpx's per-request timeouts as aiohttp's (one object per distinct setting):
         connect -> sock_connect, read -> sock_read, pool -> connect (waiting for a pooled
-        connection, DNS and connecting). aiohttp has no write timeout: a stalled write ends
-        at the read timeout."""
+        connection, DNS and connecting). httpx's write timeout has no aiohttp counterpart
+        and is not applied."""
         key = (timeouts.get("connect"), timeouts.get("read"), timeouts.get("pool"))
         if key not in self._timeouts:
             self._timeouts[key] = aiohttp.ClientTimeout(
