@@ -23,7 +23,7 @@ from sqlalchemy import RowMapping
 
 from foxbatch.errors import ConfigError, RowError
 from foxbatch.ingest import IngestOptions
-from foxbatch.inputs import SYNTHETIC_KEY_PREFIX
+from foxbatch.inputs import FALSE_WORDS, SYNTHETIC_KEY_PREFIX, TRUE_WORDS
 from foxbatch.models import canonical_json, request_hash, validate_body
 from foxbatch.store import Repository
 from foxbatch.store.records import Job, RequestChange
@@ -32,8 +32,6 @@ RETRYABLE_STATUSES = ("failed", "invalid", "cancelled")
 REPORTED_REASONS = 5
 CHANGE_BATCH = 1_000
 NULL_WORDS = frozenset({"null", "none"})
-TRUE_WORDS = frozenset({"true", "yes", "1"})
-FALSE_WORDS = frozenset({"false", "no", "0"})
 # --set names the request's fields; the job's ingest settings call two of them differently.
 INGEST_NAMES = {"model": "model", "system_prompt": "system", "max_tokens": "max_tokens",
                 "temperature": "temperature", "reasoning": "reasoning"}
