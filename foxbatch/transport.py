@@ -13,8 +13,6 @@ they are to tell a request that never left from one that may have reached the se
 
 from __future__ import annotations
 
-from typing import Any
-
 import aiohttp
 import httpx
 
@@ -29,7 +27,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request` and read its answer whole."""
@@ -61,14 +58,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                                               cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
-    def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
-        """httpx's per-request timeouts as aiohttp's (one object per distinct setting):
-        connect -> sock_connect, read -> sock_read, pool -> connect (waiting for a pooled
-        connection, DNS and connecting). httpx's write timeout has no aiohttp counterpart
-        and is not applied."""
-        key = (timeouts.get("connect"), timeouts.get("read"), timeouts.get("pool"))
-        if key not in self._timeouts:
-            self._timeouts[key] = aiohttp.ClientTimeout(
-                sock_connect=key[0], sock_read=key[1], connect=key[2])
-        return self._timeouts[key]
-
+    @staticmethod
+    def _timeout(timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
+        """httpx's per-request timeouts as aiohttp's: connect -> sock_connect, read ->
+        sock_read, pool -> connect (waiting for a pooled connection, DNS and connecting).
+        httpx's write timeout has no aiohttp counterpart and is not applied."""
+        return aiohttp.ClientTimeout(sock_connect=timeouts.get("connect"),
+                                     sock_read=timeouts.get("read"),
+                                     connect=timeouts.get("pool"))
