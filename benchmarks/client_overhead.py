@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -26,7 +25,7 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine  # noqa: E402
+from machine import cpu_seconds, describe_machine  # noqa: E402
 
 from foxbatch.client import FoxClient  # noqa: E402
 from foxbatch.sim import SimConfig  # noqa: E402
@@ -35,12 +34,6 @@ from foxbatch.sim.server import serve_in_subprocess  # noqa: E402
 API_KEY = "sk-bench"
 BODY = json.dumps({"model": "gpt-5.4", "prompt": "overhead", "max_tokens": 32, "sync": False,
                    "stream": False})
-
-
-def cpu_seconds() -> float:
-    """This process's CPU time so far (user + system)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 async def timed(requests: int, concurrency: int,

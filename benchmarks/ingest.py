@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine  # noqa: E402
+from machine import cpu_seconds, describe_machine  # noqa: E402
 
 from foxbatch.ingest import IngestOptions, ingest  # noqa: E402
 from foxbatch.store import open_store  # noqa: E402
@@ -68,21 +68,16 @@ class Stopwatch:
     """Wall-clock and CPU seconds (this process and its children) of a `with` block."""
 
     def __enter__(self) -> Stopwatch:
-        self._wall, self._cpu = time.perf_counter(), _cpu_seconds()
+        self._wall, self._cpu = time.perf_counter(), cpu_seconds(with_children=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self._wall
-        self.cpu_seconds = _cpu_seconds() - self._cpu
+        self.cpu_seconds = cpu_seconds(with_children=True) - self._cpu
 
     def figures(self, rows: int) -> dict:
         """What a measure reports."""
         return {"rows": rows, "seconds": self.seconds, "cpu_seconds": self.cpu_seconds}
-
-
-def _cpu_seconds() -> float:
-    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
-               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
 
 
 def measure_foxbatch(path: str, db: str) -> dict:

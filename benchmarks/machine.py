@@ -1,11 +1,20 @@
-"""What every benchmark prints first: the machine and the library versions it ran with."""
+"""What every benchmark prints first (the machine and the library versions it ran with), and
+the CPU time the benchmarks measure with."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
 import platform
+import resource
 import sqlite3
+
+
+def cpu_seconds(*, with_children: bool = False) -> float:
+    """This process's CPU time so far (user + system), with its waited-for children's if
+    `with_children`."""
+    whos = [resource.RUSAGE_SELF] + ([resource.RUSAGE_CHILDREN] if with_children else [])
+    return sum(usage.ru_utime + usage.ru_stime for usage in map(resource.getrusage, whos))
 
 
 def describe_machine(packages: list[str]) -> str:
