@@ -5,14 +5,16 @@ telling apart a submit that *proves* no task was created (connection refused, an
 that *may* have created a billed task (timeout or reset after sending, 5xx): the first raises
 NotSentError or a 4xx error, the second InDoubtError.
 
-The transport is injectable (httpx.ASGITransport for in-process tests against the simulator).
-By default requests go through aiohttp (foxbatch.transport): httpx's own pool degrades badly
-with hundreds of requests in flight, aiohttp's does not. FoxAPI sets no cookies, so responses
-are not searched for them (see _NoCookies).
+Requests go out over a wire (foxbatch.wire): by default aiohttp's connection pool, called
+directly (two small requests a task, and httpx's request and response objects would cost more
+CPU than the exchange itself); with an httpx transport passed in (httpx.ASGITransport for the
+simulator in-process and for fast tests), an httpx.AsyncClient over it. Both give the same
+`Answer` and the classification below treats them alike.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 from dataclasses import dataclass
@@ -40,7 +42,7 @@ from foxbatch.errors import (
     TransientApiError,
     TransportError,
 )
-from foxbatch.transport import AiohttpTransport
+from foxbatch.wire import AiohttpWire, Answer, HttpxWire, Timeouts, Wire
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +77,14 @@ class FoxClient:
                  get_retries: int = GET_RETRIES):
         self.base_url = base_url.rstrip("/")
         self._get_retries = get_retries
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        headers = {"Content-Type": "application/json", "Accept": "application/json",
+                   "User-Agent": user_agent()}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        self._submit_url = httpx.URL(self.base_url + SUBMIT_PATH)
-        self._http = _CookielessClient(
-            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0),
-            transport=transport or default_transport(max_connections),
-        )
-        # What build_request would merge into every request, merged once.
-        self._headers = self._http.headers
-        self._extensions = {"timeout": self._http.timeout.as_dict()}
+        self._submit_url = self.base_url + SUBMIT_PATH
+        self._task_url = self.base_url + TASK_PATH
+        self._wire = open_wire(transport, headers, Timeouts(connect=10.0, read=timeout,
+                                                            pool=timeout), max_connections)
 
     async def __aenter__(self) -> FoxClient:
         return self
@@ -95,7 +94,7 @@ class FoxClient:
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._http.aclose()
+        await self._wire.aclose()
 
     async def submit(self, body_json: str) -> str:
         """POST one request body (canonical JSON text); return the new task id.
@@ -103,16 +102,16 @@ class FoxClient:
         Raises NotSentError / 4xx errors when no task can exist, InDoubtError when one may.
         """
         response = await self._send("POST", self._submit_url, content=body_json.encode("utf-8"))
-        if response.status_code >= 500:
-            raise InDoubtError(f"submit answered HTTP {response.status_code}: "
-                               f"{_error_message(response)}", status=response.status_code,
+        if response.status >= 500:
+            raise InDoubtError(f"submit answered HTTP {response.status}: "
+                               f"{_error_message(response)}", status=response.status,
                                code=_error_code(response))
         _raise_for_error(response)
         try:
             task_id = response.json()["id"]
         except (ValueError, KeyError, TypeError) as exc:
             raise InDoubtError("submit answered 200 without a readable task id",
-                               status=response.status_code) from exc
+                               status=response.status) from exc
         if not isinstance(task_id, str) or not task_id:
             raise InDoubtError("submit answered 200 with an empty task id", status=200)
         return task_id
@@ -134,70 +133,53 @@ class FoxClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _get_task_once(self, task_id: str) -> TaskView:
-        response = await self._send("GET", httpx.URL(self.base_url + TASK_PATH.format(
-            task_id=quote(task_id, safe=""))))
-        if response.status_code == 404:
+        response = await self._send("GET", self._task_url.format(
+            task_id=quote(task_id, safe="")))
+        if response.status == 404:
             raise TaskNotFoundError(f"task {task_id} not found", status=404,
                                     code=_error_code(response))
-        if response.status_code >= 500:
-            raise TransientApiError(f"poll answered HTTP {response.status_code}: "
-                                    f"{_error_message(response)}", status=response.status_code)
+        if response.status >= 500:
+            raise TransientApiError(f"poll answered HTTP {response.status}: "
+                                    f"{_error_message(response)}", status=response.status)
         _raise_for_error(response)
         return parse_task(_json_body(response), task_id)
 
     async def list_models(self) -> list[str]:
         """The model ids this key may use."""
-        response = await self._send("GET", httpx.URL(self.base_url + MODELS_PATH))
-        if response.status_code >= 500:
-            raise TransientApiError(f"model list answered HTTP {response.status_code}",
-                                    status=response.status_code)
+        response = await self._send("GET", self.base_url + MODELS_PATH)
+        if response.status >= 500:
+            raise TransientApiError(f"model list answered HTTP {response.status}",
+                                    status=response.status)
         _raise_for_error(response)
         return [m["id"] for m in _json_body(response).get("data", []) if "id" in m]
 
-    async def _send(self, method: str, url: httpx.URL, *, content: bytes | None = None
-                    ) -> httpx.Response:
-        # Absolute, pre-parsed URLs and the client's headers merged once: building a request
-        # from a path with AsyncClient.request costs httpx several times more.
-        request = httpx.Request(method, url, headers=self._headers, content=content,
-                                extensions=self._extensions)
+    async def _send(self, method: str, url: str, *, content: bytes | None = None) -> Answer:
         try:
-            response = await self._http.send(request)
+            return await self._wire.send(method, url, content)
+        except (httpx.DecodingError, aiohttp.ClientPayloadError) as exc:
+            # An answer came but its body could not be read (a proxy's page labelled gzip, a
+            # body cut short): whatever was asked may have happened.
+            raise InDoubtError(f"{method} got an answer that could not be read "
+                               f"({type(exc).__name__}: {exc})") from exc
         except (httpx.TransportError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise classify_transport_error(exc, method) from exc
-        except httpx.DecodingError as exc:  # an answer came, unreadable (a proxy's page?)
-            raise InDoubtError(f"{method} got an answer that could not be decoded "
-                               f"({exc})") from exc
-        return response
 
 
-class _NoCookies(httpx.Cookies):
-    """Cookies that are never taken from a response: FoxAPI sets none, and looking for them
-    costs httpx a urllib request and a message of the response's headers every time (about
-    8% of the engine's CPU)."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        """Take no cookie."""
-
-
-class _CookielessClient(httpx.AsyncClient):
-    """An httpx.AsyncClient whose cookie jar stays empty (see _NoCookies)."""
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        """No cookies, ever."""
-        return _NO_COOKIES
-
-    @cookies.setter
-    def cookies(self, cookies: Any) -> None:
-        raise TypeError("FoxClient's HTTP client keeps no cookies")
+def user_agent() -> str:
+    """foxbatch/<installed version>, or plain foxbatch when run from an uninstalled tree."""
+    try:
+        return f"foxbatch/{importlib.metadata.version('foxbatch')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "foxbatch"
 
 
-_NO_COOKIES = _NoCookies()
-
-
-def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
-    """The aiohttp-backed transport with a pool sized for `max_connections` in flight."""
-    return AiohttpTransport(max_connections)
+def open_wire(transport: httpx.AsyncBaseTransport | None, headers: dict[str, str],
+              timeouts: Timeouts, max_connections: int) -> Wire:
+    """aiohttp's pool sized for `max_connections` in flight, or an httpx client over
+    `transport` when one is given."""
+    if transport is None:
+        return AiohttpWire(headers, timeouts, max_connections)
+    return HttpxWire(transport, headers, timeouts)
 
 
 def classify_transport_error(exc: BaseException, method: str) -> TransportError:
@@ -209,18 +191,16 @@ def classify_transport_error(exc: BaseException, method: str) -> TransportError:
 
 
 def _never_connected(exc: BaseException) -> bool:
-    # The default transport lets aiohttp's exceptions through as they are; an httpx error
-    # may carry one as its cause (httpx-aiohttp made every one of them a ConnectTimeout).
-    cause = exc.__cause__ if isinstance(exc, httpx.TransportError) else exc
-    if isinstance(cause, aiohttp.ClientError):
-        return isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+    # aiohttp (the default wire) and httpx (over a transport passed in) each say it their way.
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return True
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
         return True
     return isinstance(exc, ConnectionRefusedError)
 
 
-def _raise_for_error(response: httpx.Response) -> None:
-    status = response.status_code
+def _raise_for_error(response: Answer) -> None:
+    status = response.status
     if status < 400:
         return
     code, message = _error_code(response), _error_message(response)
@@ -238,7 +218,7 @@ def _raise_for_error(response: httpx.Response) -> None:
     raise ApiError(text, status=status, code=code)  # pragma: no cover - 1xx/3xx
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: Answer) -> float | None:
     value = response.headers.get("Retry-After")
     try:
         return min(MAX_RETRY_AFTER, max(0.0, float(value))) if value is not None else None
@@ -246,7 +226,7 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-def _error_body(response: httpx.Response) -> dict[str, Any]:
+def _error_body(response: Answer) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:
@@ -255,24 +235,24 @@ def _error_body(response: httpx.Response) -> dict[str, Any]:
     return error if isinstance(error, dict) else {}
 
 
-def _error_code(response: httpx.Response) -> str | None:
+def _error_code(response: Answer) -> str | None:
     code = _error_body(response).get("code")
     return str(code) if code else None
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_message(response: Answer) -> str:
     message = _error_body(response).get("message")
-    return str(message) if message else (response.reason_phrase or "no message")
+    return str(message) if message else (response.reason or "no message")
 
 
-def _json_body(response: httpx.Response) -> dict[str, Any]:
+def _json_body(response: Answer) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError as exc:
-        raise TransientApiError(f"unreadable JSON in HTTP {response.status_code} answer",
-                                status=response.status_code) from exc
+        raise TransientApiError(f"unreadable JSON in HTTP {response.status} answer",
+                                status=response.status) from exc
     if not isinstance(body, dict):
-        raise TransientApiError("answer is not a JSON object", status=response.status_code)
+        raise TransientApiError("answer is not a JSON object", status=response.status)
     return body
 
 
