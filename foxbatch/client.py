@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import aiohttp
 import httpx
+import orjson
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -286,8 +287,17 @@ def completion_fields(result: dict[str, Any]) -> dict[str, Any]:
         "prompt_tokens": _int_or_none(usage.get("prompt_tokens")),
         "completion_tokens": _int_or_none(usage.get("completion_tokens")),
         "total_tokens": _int_or_none(usage.get("total_tokens")),
-        "result_json": json.dumps(result, ensure_ascii=False, separators=(",", ":")),
+        "result_json": compact_json(result),
     }
+
+
+def compact_json(value: Any) -> str:
+    """`value` as compact JSON text, non-ASCII kept (orjson; the standard library for integers
+    beyond 64 bits, which orjson does not write)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _text(content: object) -> str | None:

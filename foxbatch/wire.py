@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import aiohttp
 import httpx
+import orjson
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +37,12 @@ class Answer:
     body: bytes
 
     def json(self) -> Any:
-        """The body parsed as JSON; ValueError when it is not JSON."""
-        return json.loads(self.body)
+        """The body parsed as JSON (orjson, or the standard library for what orjson refuses,
+        such as NaN); ValueError when it is not JSON."""
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            return json.loads(self.body)
 
 
 @dataclass(frozen=True)
