@@ -156,7 +156,7 @@ def _final_line(summary: RunSummary) -> str:
     return (f"succeeded {c['succeeded']}, failed {c['failed']}, invalid {c['invalid']}, "
             f"cancelled {c['cancelled']}, still active "
             f"{c['queued'] + c['submitting'] + c['pending']} "
-            f"({summary.elapsed:.1f}s; in-doubt resubmits this run: {summary.in_doubt})")
+            f"({summary.elapsed:.2f}s; in-doubt resubmits this run: {summary.in_doubt})")
 
 
 class ProgressDisplay:
