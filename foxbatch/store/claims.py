@@ -27,6 +27,7 @@ from foxbatch.store.records import (
     TaskSucceeded,
 )
 from foxbatch.store.sql import (
+    ManyStatement,
     Queries,
     _attempt_update,
     _has_queued,
@@ -68,10 +69,8 @@ class ClaimQueries(Queries):
                     break
                 rows.extend(conn.execute(_claim_due_in_job(job_id, limit - len(rows), now,
                                                            values)).mappings().all())
-            if rows:
-                conn.execute(attempts.insert(), [
-                    {"item_id": r["id"], "number": r["attempts"], "worker": owner,
-                     "sent_at": now, "outcome": "sending", "in_doubt": False} for r in rows])
+            _NEW_ATTEMPT.run(conn, [{"b_item": r["id"], "b_number": r["attempts"]}
+                                    for r in rows], b_worker=owner, b_now=now)
         return sorted((SubmitClaim(
             item_id=r["id"], job_id=r["job_id"], row_key=r["row_key"], request_json=r["request"],
             request_hash=r["request_hash"], model=r["model"], attempt=r["attempts"],
@@ -166,90 +165,51 @@ class ClaimQueries(Queries):
         # The one write not fenced by the lease: the task id goes on this claim's own attempt row
         # even if the row was taken from us, so that every task FoxAPI ever created for us is in
         # the audit trail. Only an attempt still `sending` (not rescued) becomes `created`.
-        sending = attempts.c.outcome == "sending"
-        conn.execute(_attempt_update(task_id=bindparam("b_task_id"), http_status=200,
-                                     outcome=case((sending, "created"), else_=attempts.c.outcome),
-                                     sent_at=case((sending, bindparam("b_sent_at")),
-                                                  else_=attempts.c.sent_at)),
-                     [{"b_item": o.item_id, "b_number": o.attempt, "b_task_id": o.task_id,
-                       "b_sent_at": o.sent_at} for o in batch])
-        stmt = _owned_update("submitting").values(
-            status="pending", task_id=bindparam("b_task_id"), submitted_at=bindparam("b_sent_at"),
-            next_poll_at=bindparam("b_next_poll"), lease_owner=None, lease_token=None,
-            lease_until=None, polls=0, updated_at=now)
-        return conn.execute(stmt, [
-            {"b_id": o.item_id, "b_token": o.lease_token, "b_task_id": o.task_id,
-             "b_sent_at": o.sent_at, "b_next_poll": o.next_poll_at} for o in batch]).rowcount
+        rows = [{"b_item": o.item_id, "b_number": o.attempt, "b_id": o.item_id,
+                 "b_token": o.lease_token, "b_task_id": o.task_id, "b_sent_at": o.sent_at,
+                 "b_next_poll": o.next_poll_at} for o in batch]
+        _CREATED_ATTEMPT.run(conn, rows)
+        return _CREATED_ITEM.run(conn, rows, b_now=now)
 
     def _apply_succeeded(self, conn: Connection, batch: list[TaskSucceeded], now: float) -> int:
-        conn.execute(_owned_attempt_update(outcome="succeeded", finished_at=bindparam("b_at")),
-                     [{"b_item": o.item_id, "b_number": o.attempt, "b_token": o.lease_token,
-                       "b_status": "pending", "b_at": o.finished_at} for o in batch])
-        stmt = _owned_update("pending").values(
-            status="succeeded", result=bindparam("b_result"), output=bindparam("b_output"),
-            finish_reason=bindparam("b_finish"), result_model=bindparam("b_model"),
-            prompt_tokens=bindparam("b_pt"), completion_tokens=bindparam("b_ct"),
-            total_tokens=bindparam("b_tt"), finished_at=bindparam("b_finished"),
-            next_poll_at=None, lease_owner=None, lease_token=None, lease_until=None,
-            error_code=None, error_message=None, updated_at=now)
-        return conn.execute(stmt, [
-            {"b_id": o.item_id, "b_token": o.lease_token, "b_result": o.result_json,
-             "b_output": o.output, "b_finish": o.finish_reason, "b_model": o.result_model,
-             "b_pt": o.prompt_tokens, "b_ct": o.completion_tokens, "b_tt": o.total_tokens,
-             "b_finished": o.finished_at} for o in batch]).rowcount
+        rows = [{"b_item": o.item_id, "b_number": o.attempt, "b_id": o.item_id,
+                 "b_token": o.lease_token, "b_status": "pending", "b_result": o.result_json,
+                 "b_output": o.output, "b_finish": o.finish_reason, "b_model": o.result_model,
+                 "b_pt": o.prompt_tokens, "b_ct": o.completion_tokens, "b_tt": o.total_tokens,
+                 "b_finished": o.finished_at} for o in batch]
+        _SUCCEEDED_ATTEMPT.run(conn, rows)
+        return _SUCCEEDED_ITEM.run(conn, rows, b_now=now)
 
     def _apply_poll_later(self, conn: Connection, batch: list[PollLater], now: float) -> int:
-        stmt = _owned_update("pending").values(
-            next_poll_at=bindparam("b_next_poll"), lease_owner=None, lease_token=None,
-            lease_until=None, polls=items.c.polls - bindparam("b_unlooked"), updated_at=now)
-        return conn.execute(stmt, [
+        return _POLL_LATER_ITEM.run(conn, [
             {"b_id": o.item_id, "b_token": o.lease_token, "b_next_poll": o.next_poll_at,
-             "b_unlooked": 0 if o.looked else 1} for o in batch]).rowcount
+             "b_unlooked": 0 if o.looked else 1} for o in batch], b_now=now)
 
     def _apply_requeue(self, conn: Connection, batch: list[Requeue], now: float) -> int:
         self._close_attempts(conn, batch, now)
-        done = 0
-        for status, group in _by_status(batch).items():
-            stmt = _owned_update(status).values(
-                status=_queued_unless_cancelled(), finished_at=_now_if_cancelled(now),
-                next_attempt_at=bindparam("b_next"),
-                error_code=bindparam("b_code"), error_message=bindparam("b_message"),
-                in_doubt_resubmits=items.c.in_doubt_resubmits + bindparam("b_doubt"),
-                free_attempts=items.c.free_attempts + bindparam("b_free"), task_id=None,
-                next_poll_at=None, lease_owner=None, lease_token=None, lease_until=None,
-                updated_at=now)
-            done += conn.execute(stmt, [
-                {"b_id": o.item_id, "b_token": o.lease_token, "b_next": o.next_attempt_at,
-                 "b_code": o.error_code, "b_message": o.error_message,
-                 "b_doubt": int(o.in_doubt), "b_free": int(o.free)} for o in group]).rowcount
-        return done
+        return sum(_REQUEUED_ITEM[status].run(conn, [
+            {"b_id": o.item_id, "b_token": o.lease_token, "b_next": o.next_attempt_at,
+             "b_code": o.error_code, "b_message": o.error_message,
+             "b_doubt": int(o.in_doubt), "b_free": int(o.free)} for o in group], b_now=now)
+            for status, group in _by_status(batch).items())
 
     def _apply_fail(self, conn: Connection, batch: list[Fail], now: float) -> int:
         self._close_attempts(conn, batch, now)
-        done = 0
-        for status, group in _by_status(batch).items():
-            stmt = _owned_update(status).values(
-                status="failed", error_code=bindparam("b_code"),
-                error_message=bindparam("b_message"), next_poll_at=None, next_attempt_at=None,
-                lease_owner=None, lease_token=None, lease_until=None, finished_at=now,
-                updated_at=now)
-            done += conn.execute(stmt, [
-                {"b_id": o.item_id, "b_token": o.lease_token, "b_code": o.error_code,
-                 "b_message": o.error_message} for o in group]).rowcount
-        return done
+        return sum(_FAILED_ITEM[status].run(conn, [
+            {"b_id": o.item_id, "b_token": o.lease_token, "b_code": o.error_code,
+             "b_message": o.error_message} for o in group], b_now=now)
+            for status, group in _by_status(batch).items())
 
     @staticmethod
     def _close_attempts(conn: Connection, batch: Sequence[Requeue | Fail], now: float) -> None:
         """Write how each claim's attempt ended; runs before the items update (it checks that
         the claim still owns its row)."""
-        conn.execute(
-            _owned_attempt_update(outcome=bindparam("b_outcome"), http_status=bindparam("b_http"),
-                                  error=bindparam("b_error"), in_doubt=bindparam("b_doubt"),
-                                  finished_at=now),
-            [{"b_item": o.item_id, "b_number": o.attempt, "b_token": o.lease_token,
-              "b_status": o.expected_status, "b_outcome": o.attempt_outcome,
-              "b_http": o.http_status, "b_doubt": o.in_doubt,
-              "b_error": _attempt_error(o.error_code, o.error_message)} for o in batch])
+        _CLOSED_ATTEMPT.run(conn, [
+            {"b_item": o.item_id, "b_number": o.attempt, "b_token": o.lease_token,
+             "b_status": o.expected_status, "b_outcome": o.attempt_outcome,
+             "b_http": o.http_status, "b_doubt": o.in_doubt,
+             "b_error": _attempt_error(o.error_code, o.error_message)} for o in batch],
+            b_now=now)
 
     # -- leases -----------------------------------------------------------------------------
 
@@ -383,7 +343,7 @@ def _queued_unless_cancelled() -> Any:
     return case((items.c.error_code == CANCEL_REQUESTED_CODE, "cancelled"), else_="queued")
 
 
-def _now_if_cancelled(now: float) -> Any:
+def _now_if_cancelled(now: Any) -> Any:
     return case((items.c.error_code == CANCEL_REQUESTED_CODE, now), else_=items.c.finished_at)
 
 
@@ -403,6 +363,51 @@ def _attempt_error(code: str | None, message: str | None) -> str | None:
         return None
     return f"{code}: {message}" if code else message
 
+
+# The group commit's statements, compiled once per dialect (see ManyStatement). `b_now` is the
+# time of the commit; the others come from each outcome.
+_NEW_ATTEMPT = ManyStatement(attempts.insert().values(
+    item_id=bindparam("b_item"), number=bindparam("b_number"), worker=bindparam("b_worker"),
+    sent_at=bindparam("b_now"), outcome="sending", in_doubt=False))
+_SENDING = attempts.c.outcome == "sending"
+_CREATED_ATTEMPT = ManyStatement(_attempt_update(
+    task_id=bindparam("b_task_id"), http_status=200,
+    outcome=case((_SENDING, "created"), else_=attempts.c.outcome),
+    sent_at=case((_SENDING, bindparam("b_sent_at")), else_=attempts.c.sent_at)))
+_CREATED_ITEM = ManyStatement(_owned_update("submitting").values(
+    status="pending", task_id=bindparam("b_task_id"), submitted_at=bindparam("b_sent_at"),
+    next_poll_at=bindparam("b_next_poll"), lease_owner=None, lease_token=None,
+    lease_until=None, polls=0, updated_at=bindparam("b_now")))
+_SUCCEEDED_ATTEMPT = ManyStatement(_owned_attempt_update(outcome="succeeded",
+                                                         finished_at=bindparam("b_finished")))
+_SUCCEEDED_ITEM = ManyStatement(_owned_update("pending").values(
+    status="succeeded", result=bindparam("b_result"), output=bindparam("b_output"),
+    finish_reason=bindparam("b_finish"), result_model=bindparam("b_model"),
+    prompt_tokens=bindparam("b_pt"), completion_tokens=bindparam("b_ct"),
+    total_tokens=bindparam("b_tt"), finished_at=bindparam("b_finished"),
+    next_poll_at=None, lease_owner=None, lease_token=None, lease_until=None,
+    error_code=None, error_message=None, updated_at=bindparam("b_now")))
+_POLL_LATER_ITEM = ManyStatement(_owned_update("pending").values(
+    next_poll_at=bindparam("b_next_poll"), lease_owner=None, lease_token=None,
+    lease_until=None, polls=items.c.polls - bindparam("b_unlooked"),
+    updated_at=bindparam("b_now")))
+_CLOSED_ATTEMPT = ManyStatement(_owned_attempt_update(
+    outcome=bindparam("b_outcome"), http_status=bindparam("b_http"),
+    error=bindparam("b_error"), in_doubt=bindparam("b_doubt"), finished_at=bindparam("b_now")))
+_CLAIMED_STATUSES = ("submitting", "pending")
+_REQUEUED_ITEM = {status: ManyStatement(_owned_update(status).values(
+    status=_queued_unless_cancelled(), finished_at=_now_if_cancelled(bindparam("b_now")),
+    next_attempt_at=bindparam("b_next"),
+    error_code=bindparam("b_code"), error_message=bindparam("b_message"),
+    in_doubt_resubmits=items.c.in_doubt_resubmits + bindparam("b_doubt"),
+    free_attempts=items.c.free_attempts + bindparam("b_free"), task_id=None,
+    next_poll_at=None, lease_owner=None, lease_token=None, lease_until=None,
+    updated_at=bindparam("b_now"))) for status in _CLAIMED_STATUSES}
+_FAILED_ITEM = {status: ManyStatement(_owned_update(status).values(
+    status="failed", error_code=bindparam("b_code"),
+    error_message=bindparam("b_message"), next_poll_at=None, next_attempt_at=None,
+    lease_owner=None, lease_token=None, lease_until=None, finished_at=bindparam("b_now"),
+    updated_at=bindparam("b_now"))) for status in _CLAIMED_STATUSES}
 
 _APPLIERS: dict[type, Callable[..., int]] = {
     TaskCreated: ClaimQueries._apply_created,

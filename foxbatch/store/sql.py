@@ -4,10 +4,22 @@ helpers that more than one of them uses.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, exists, func, select, update
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    Engine,
+    Executable,
+    bindparam,
+    exists,
+    func,
+    select,
+    update,
+)
 
 from foxbatch.store.engine import READ_ONLY
 from foxbatch.store.tables import attempts, items, jobs
@@ -68,3 +80,61 @@ def _attempt_update(**values: Any) -> Any:
             .where(attempts.c.item_id == bindparam("b_item"),
                    attempts.c.number == bindparam("b_number"))
             .values(**values))
+
+
+@dataclass(frozen=True)
+class _DriverStatement:
+    """A statement compiled for one dialect: its SQL text, the values it carries itself and
+    (qmark style) the order of its parameters."""
+
+    sql: str
+    constants: dict[str, Any]
+    order: Callable[[dict[str, Any]], tuple[Any, ...]] | None
+
+    def parameters(self, rows: Sequence[Mapping[str, Any]], shared: Mapping[str, Any]
+                   ) -> list[Any]:
+        """Each row's parameters as the driver takes them: a tuple (qmark) or a dict."""
+        base = {**self.constants, **shared}
+        merged = [base | row for row in rows]
+        return merged if self.order is None else [self.order(row) for row in merged]
+
+
+class ManyStatement:
+    """One Core statement for executemany on hot paths, compiled once per dialect and run
+    through the driver directly.
+
+    SQLAlchemy's own executemany processes every row's parameters in Python before the driver
+    sees them; here a row is one dict merge (and for SQLite one itemgetter) away from the
+    driver. Parameters are named with bindparam(); `run` takes the rows and, as keywords,
+    values shared by all of them. Values reach the driver as they are, without SQLAlchemy's
+    type processing: for columns of plain types (text, numbers, booleans, NULL) only.
+    """
+
+    def __init__(self, statement: Executable):
+        self.statement = statement
+        self._compiled: dict[Dialect, _DriverStatement] = {}
+
+    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]], **shared: Any) -> int:
+        """Execute for every row of `rows`; return the rows the database changed."""
+        if not rows:
+            return 0
+        compiled = self._compiled.get(conn.dialect) or self._compile(conn.dialect)
+        return conn.exec_driver_sql(compiled.sql, compiled.parameters(rows, shared)).rowcount
+
+    def _compile(self, dialect: Dialect) -> _DriverStatement:
+        compiled = self.statement.compile(dialect=dialect)
+        constants = {name: bind.effective_value for bind, name in compiled.bind_names.items()
+                     if not bind.required}
+        positions = compiled.positiontup
+        order = None if positions is None else _tuple_getter(positions)
+        driver = _DriverStatement(compiled.string, constants, order)
+        self._compiled[dialect] = driver
+        return driver
+
+
+def _tuple_getter(names: Sequence[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A function that picks `names` out of a dict, in order, as a tuple (even for one)."""
+    if len(names) == 1:
+        name = names[0]
+        return lambda row: (row[name],)
+    return itemgetter(*names)
