@@ -29,10 +29,21 @@ class Poller(ClaimingStage):
         super().__init__(*args, **kwargs)
         self._empty_results: dict[int, int] = {}
         self._unknown_statuses: set[str] = set()
+        self._shortened: dict[str | None, float] = {}
 
     async def claim(self) -> list[PollClaim]:
-        """Wait for permits, then claim as many due pending rows as there are permits."""
+        """Wait for permits, then claim as many due pending rows as there are permits (first
+        bringing forward first looks planned with a first delay since clearly shortened)."""
+        await self._bring_first_looks_forward()
         return await self._claim_with_permits(self._db.repo.claim_due_polls)
+
+    async def _bring_first_looks_forward(self) -> None:
+        while self._shortened:
+            model, delay = self._shortened.popitem()
+            moved = await self._db.call(self._db.repo.bring_first_looks_forward, model, delay,
+                                        job_ids=self._job_ids)
+            log.debug("%d first look(s) of %s brought forward to %.2fs after their submit",
+                      moved, model, delay)
 
     async def poll(self, claim: PollClaim) -> None:
         """GET one claimed task (holding one permit) and record what it says.
@@ -71,8 +82,7 @@ class Poller(ClaimingStage):
         """What a task's state means for its row."""
         now = self._clock()
         if claim.polls == 1:
-            self._planner.observe_first_poll(claim.model, done=view.status != "pending"
-                                             and view.status not in RUNNING_STATUSES, now=now)
+            self._observe_first_look(claim.model, view, now)
         if view.status == "completed":
             return self._completed(claim, view, now)
         if view.status == "failed":
@@ -87,6 +97,15 @@ class Poller(ClaimingStage):
             log.warning("task %s has unknown status %r; polling on", view.task_id, view.status)
         return PollLater(claim.item_id, claim.lease_token, self._planner.next_poll_at(
             claim.model, sent_at=claim.submitted_at, now=now, progress=view.progress))
+
+    def _observe_first_look(self, model: str | None, view: TaskView, now: float) -> None:
+        """Teach the planner what a first look found; note a first delay that became clearly
+        shorter, so that the next claim brings the first looks planned with it forward."""
+        self._planner.observe_first_poll(model, done=view.status != "pending"
+                                         and view.status not in RUNNING_STATUSES, now=now)
+        shortened = self._planner.shortened_first_delay(model)
+        if shortened is not None:
+            self._shortened[model] = shortened
 
     def outcome_of_error(self, claim: PollClaim, exc: ApiError) -> Outcome:
         """What a failed poll means: a vanished task is resubmitted, anything else re-polled."""

@@ -25,6 +25,10 @@ duration d) becoming ready, with as few GETs as that allows:
   delay shrinks step by step until they agree again.
 - If nearly every first look finds the task done (tasks far shorter than a second), looking
   sooner costs no GET and finishes the job sooner: the first delay halves until that stops.
+- When the first delay has become clearly shorter than the longest one handed out since
+  (`shortened_first_delay`), the first looks still planned with the longer one are brought
+  forward (by the poller, in the store): a batch submitted at once into a fresh store does not
+  wait out the default first delay for tasks that are long done.
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ FEEDBACK_EVERY = 0.5
 FEEDBACK_MIN_LOOKS = 20
 # A planned first look is moved only if the learned one is at least this much later.
 REPLAN_MARGIN = 0.05
+# Planned first looks are brought forward when the first delay falls below this share of the
+# longest one handed out since they were last brought forward.
+BRING_FORWARD_SHARE = 0.75
 PREDICTION_MARGIN = 1.02
 EMPTY_RESULT_DELAY = 0.5
 
@@ -78,6 +85,7 @@ class _ModelTiming:
     looks: int = 0
     hits: int = 0
     adjusted_at: float = float("-inf")
+    longest_planned: float = 0.0
 
 
 @dataclass
@@ -129,7 +137,23 @@ class PollPlanner:
 
     def first_poll_at(self, model: str | None, sent_at: float) -> float:
         """When to look at a task submitted at `sent_at` for the first time."""
-        return sent_at + self.first_delay(model)
+        delay = self.first_delay(model)
+        timing = self._timing(model)
+        timing.longest_planned = max(timing.longest_planned, delay)
+        return sent_at + delay
+
+    def shortened_first_delay(self, model: str | None) -> float | None:
+        """The first delay, if it is now clearly shorter (BRING_FORWARD_SHARE) than the
+        longest one first looks were planned with since this last answered: those looks
+        should come this soon after their submit instead. Else None."""
+        timing = self._timing(model)
+        delay = self.first_delay(model)
+        # A planner that planned nothing (a poller beside a separate submitter) compares with
+        # the default, what first looks are planned with before anything is learned.
+        if delay >= BRING_FORWARD_SHARE * (timing.longest_planned or self.default_first):
+            return None
+        timing.longest_planned = delay
+        return delay
 
     def first_look_due(self, model: str | None, sent_at: float, now: float) -> float | None:
         """For a first look falling due at `now`: when it should come instead, if what was

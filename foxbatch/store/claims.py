@@ -116,6 +116,27 @@ class ClaimQueries(Queries):
             submitted_at=r["submitted_at"],
             lease_token=token) for r in rows), key=lambda c: c.item_id)
 
+    def bring_first_looks_forward(self, model: str | None, delay: float, *,
+                                  job_ids: Sequence[int] | None = None) -> int:
+        """Unclaimed pending rows of `model` not looked at yet (no GET so far) whose first look
+        is planned later than `delay` after their submit: look then instead (at once, if that
+        is past). Returns the rows moved. Rows another worker holds are skipped."""
+        now = self.clock()
+        wanted = items.c.submitted_at + delay
+        same_model = items.c.model.is_(None) if model is None else items.c.model == model
+        later = (select(items.c.id)
+                 .where(items.c.status == "pending", items.c.polls == 0,
+                        items.c.lease_token.is_(None), same_model,
+                        items.c.next_poll_at > wanted, *_job_filter(job_ids))
+                 .with_for_update(skip_locked=True))
+        # IN, not a CTE: SQLite reports no rowcount for a statement that starts with WITH.
+        stmt = (update(items)
+                .where(items.c.id.in_(later), items.c.status == "pending",
+                       items.c.lease_token.is_(None))
+                .values(next_poll_at=wanted, updated_at=now))
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount
+
     def renew_leases(self, owner: str, claims: Sequence[SubmitClaim | PollClaim], *,
                      lease_seconds: float) -> int:
         """Extend the leases of this owner's claims (heartbeat); returns rows still owned.

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
 
-from foxbatch.client import FoxClient
+from foxbatch.client import FoxClient, TaskView
 from foxbatch.errors import AuthenticationError, QuotaError
 from foxbatch.models import OnDoubt
+from foxbatch.poller import Poller
+from foxbatch.ratelimit import Limiter
+from foxbatch.recorder import Recorder, StoreThread
 from foxbatch.runner import Runner
 from foxbatch.schedule import PollPlanner
 from foxbatch.sim import SimConfig, Simulator
 from foxbatch.store import open_store
+from foxbatch.store.records import PollClaim, TaskCreated
 from foxbatch.submitter import EngineOptions
 from tests.engine_helpers import (
     assert_answers_are_their_own,
@@ -243,3 +248,31 @@ async def test_first_looks_planned_before_anything_was_learned_move_without_a_ge
     assert planner.first_delay("gpt-5.4") > planner.default_first
     # At the default first look (0.8 s) every task is running: two GETs or more each.
     assert gets / 120 < 1.9
+
+
+async def test_first_looks_planned_with_a_delay_since_halved_are_brought_forward(store):
+    """Twenty first looks that all find the task done halve the first delay; the poller's
+    next claim then brings the first looks still planned with the default forward."""
+    job = seed_job(store, 30)
+    planner = PollPlanner()
+    sent = time.time()
+    claims = store.claim_queued("w", 30, lease_seconds=30)
+    store.apply([TaskCreated(c.item_id, c.lease_token, c.attempt, f"t{c.row_key}", sent,
+                             planner.first_poll_at(c.model, sent)) for c in claims])
+    db = StoreThread(store)
+    async with FoxClient("http://sim", "sk-t", transport=httpx.ASGITransport(
+            app=Simulator(SimConfig()).app)) as client:
+        poller = Poller(db, client, Limiter(8), Recorder(db), planner, EngineOptions(),
+                        owner="w", job_ids=[job])
+        done = TaskView("t", "completed", 100, {"choices": []}, None, None)
+        for i in range(20):
+            looked = PollClaim(item_id=10_000 + i, job_id=job, task_id="t", model="gpt-5.4",
+                               attempt=1, free_attempts=0, polls=1, submitted_at=sent - 1,
+                               lease_token="x")
+            poller.outcome_of_view(looked, done)
+        await poller.claim()
+    db.close()
+    halved = planner.first_delay("gpt-5.4")
+    assert halved < planner.default_first * 0.75
+    due = [item["next_poll_at"] - item["submitted_at"] for item in store.iter_items(job)]
+    assert due == pytest.approx([halved] * 30)

@@ -233,3 +233,27 @@ def test_work_is_found_across_many_jobs_and_only_in_the_jobs_asked_for(repo):
     assert repo.has_active_rows()  # submitting
     assert repo.next_due_at(statuses=("queued",)) is None
     assert repo.next_due_at() == clock.now + 60  # the leases expire then
+
+
+def test_first_looks_planned_too_late_are_brought_forward(db_url):
+    """Only rows of the model not looked at yet move, and only earlier."""
+    from foxbatch.store import open_store
+
+    clock = Clock()
+    repo = Repository(open_store(db_url).engine, clock=clock)
+    seeded(repo, 4)
+    claims = repo.claim_queued("w", 4, lease_seconds=30)
+    sent = clock.now
+    repo.apply([TaskCreated(c.item_id, c.lease_token, 1, f"t{c.row_key}", sent,
+                            sent + (0.1 if c.row_key == "4" else 0.8)) for c in claims])
+    clock.now += 0.3
+    [looked] = repo.claim_due_polls("w", 1, lease_seconds=10)  # row 4: due first
+    repo.apply([PollLater(looked.item_id, looked.lease_token, sent + 5.0)])
+    assert repo.bring_first_looks_forward("other-model", 0.2) == 0
+    assert repo.bring_first_looks_forward("gpt-5.4", 0.2) == 3
+    due = {row["row_key"]: row["next_poll_at"] - sent
+           for row in repo.iter_items(claims[0].job_id)}
+    assert due["1"] == due["2"] == due["3"] == pytest.approx(0.2)
+    assert due["4"] == pytest.approx(5.0)  # looked at once already: its next look stays
+    assert repo.bring_first_looks_forward("gpt-5.4", 0.5) == 0  # never later
+    repo.engine.dispose()

@@ -142,6 +142,29 @@ def test_when_nearly_every_first_look_finds_the_task_done_the_first_look_comes_s
     assert p.first_delay("m") == p.default_first
 
 
+def test_a_clearly_shorter_first_delay_is_reported_once_per_step_down():
+    """The poller brings planned first looks forward when this says so: only when the first
+    delay fell clearly below the longest one handed out, and once for each such fall."""
+    p = planner()
+    p.first_poll_at("m", 0.0)  # planned with the default
+    assert p.shortened_first_delay("m") is None
+    for t in range(20):  # every first look finds the task done: the delay halves
+        p.observe_first_poll("m", done=True, now=t * 0.1)
+    shorter = p.shortened_first_delay("m")
+    assert shorter == p.first_delay("m") and shorter <= p.default_first / 2
+    assert p.shortened_first_delay("m") is None  # reported already
+    for t in range(20, 40):  # halved again: reported again
+        p.observe_first_poll("m", done=True, now=1.0 + t * 0.1)
+    assert p.shortened_first_delay("m") == pytest.approx(shorter / 2)
+
+
+def test_a_planner_that_planned_nothing_compares_with_the_default():
+    p = planner()  # a poller beside a separate submitter: first looks came at the default
+    for t in range(20):
+        p.observe_first_poll("m", done=True, now=t * 0.1)
+    assert p.shortened_first_delay("m") == p.first_delay("m") < p.default_first
+
+
 def test_the_guards_stop_at_their_floors_and_recover_in_a_few_steps():
     """Tasks that fail at once for a long while (every first look finds them done) must not
     wind the guards up past their floors: once looks find tasks running again, the first
