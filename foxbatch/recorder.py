@@ -4,7 +4,7 @@ All store calls of a running engine go through `StoreThread`, a single worker th
 loop never blocks on the database and a process never contends with itself for SQLite's write
 lock. `Recorder` buffers outcomes and writes them in one transaction at most `max_delay` after
 the first arrived (crash rule 2: a response is durable within 100 ms), or sooner when the batch
-is full.
+is full or the engine has nothing more in flight.
 """
 
 from __future__ import annotations
@@ -24,6 +24,17 @@ T = TypeVar("T")
 
 MAX_DELAY = 0.05
 MAX_BATCH = 2_000
+
+
+async def wait_event(event: asyncio.Event, seconds: float) -> None:
+    """Wait until `event` is set or `seconds` have passed, whichever comes first.
+
+    asyncio.timeout, not asyncio.wait_for: on Python 3.11, wait_for swallows a cancellation
+    that arrives just as the event is set, and a cancelled loop would then wait for ever.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 class StoreThread:
@@ -54,42 +65,63 @@ class Recorder:
         self._max_batch = max_batch
         self._buffer: list[Outcome] = []
         self._arrived = asyncio.Event()
-        self._full = asyncio.Event()
+        self._due = asyncio.Event()
         self._on_applied = on_applied
+        self._committing: asyncio.Future[None] | None = None
+        self._committing_batch: list[Outcome] = []
         self.totals = Applied()
         self.commits = 0
 
     @property
     def pending(self) -> int:
-        """Outcomes waiting for the next commit."""
-        return len(self._buffer)
+        """Outcomes not committed yet (buffered, or in the commit under way)."""
+        return len(self._buffer) + len(self._committing_batch)
 
     def add(self, outcome: Outcome) -> None:
         """Queue one outcome for the next group commit."""
         self._buffer.append(outcome)
         self._arrived.set()
         if len(self._buffer) >= self._max_batch:
-            self._full.set()
+            self._due.set()
+
+    def commit_soon(self) -> None:
+        """Commit what is buffered without waiting out the delay (nothing more is coming)."""
+        if self._buffer:
+            self._due.set()
 
     async def run(self) -> None:
         """Commit batches until cancelled; a cancelled recorder commits what it holds first."""
         try:
             while True:
                 await self._arrived.wait()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), timeout=self._max_delay)
+                await wait_event(self._due, self._max_delay)
                 await self.flush()
         finally:
             await asyncio.shield(self.flush())
 
     async def flush(self) -> None:
-        """Commit everything buffered now."""
+        """Commit everything buffered now (after the commit under way, if any).
+
+        A commit runs as its own task and is awaited shielded: cancelling the caller (the
+        engine shutting down) cannot drop a batch that was taken from the buffer but not yet
+        handed to the database thread.
+        """
+        if self._committing is not None:
+            await asyncio.shield(self._committing)
         batch, self._buffer = self._buffer, []
         self._arrived.clear()
-        self._full.clear()
+        self._due.clear()
         if not batch:
             return
-        applied = await self._db.call(self._db.repo.apply, batch)
+        self._committing_batch = batch
+        self._committing = asyncio.ensure_future(self._commit(batch))
+        await asyncio.shield(self._committing)
+
+    async def _commit(self, batch: list[Outcome]) -> None:
+        try:
+            applied = await self._db.call(self._db.repo.apply, batch)
+        finally:
+            self._committing, self._committing_batch = None, []
         self.commits += 1
         self.totals.applied += applied.applied
         self.totals.refused += applied.refused

@@ -17,7 +17,6 @@ doubt (submits) or due again (polls); the recorder commits; nothing is lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -32,7 +31,7 @@ from foxbatch.errors import FatalApiError
 from foxbatch.models import ACTIVE_STATUSES, IN_DOUBT_HELD_CODE, OnDoubt
 from foxbatch.poller import Poller
 from foxbatch.ratelimit import Limiter
-from foxbatch.recorder import Recorder, StoreThread
+from foxbatch.recorder import Recorder, StoreThread, wait_event
 from foxbatch.schedule import PollPlanner
 from foxbatch.store import Repository
 from foxbatch.store.records import (
@@ -137,6 +136,7 @@ class Runner:
         self._planner = planner or PollPlanner()
         self._work = asyncio.Event()
         self._stop = asyncio.Event()
+        self._settled = asyncio.Event()
         self._recorder = Recorder(self._db, on_applied=self._after_commit)
         common = (self._db, client, self._limiter, self._recorder, self._planner, options)
         self._submitter = Submitter(*common, owner=self.owner, job_ids=self.job_ids)
@@ -236,7 +236,8 @@ class Runner:
             if until_done and await self._is_done():
                 self.stop()
                 return
-            await asyncio.sleep(DONE_CHECK_EVERY)
+            self._settled.clear()
+            await wait_event(self._settled, DONE_CHECK_EVERY)
 
     # -- one request ------------------------------------------------------------------------
 
@@ -272,6 +273,8 @@ class Runner:
     def _request_done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.tasks.pop(task, None)
         self._work.set()
+        if not self._in_flight.tasks:
+            self._recorder.commit_soon()
         if task.cancelled():
             return
         exc = task.exception()
@@ -292,15 +295,16 @@ class Runner:
         self._work.clear()
         due = await self._db.call(self._db.repo.next_due_at, self.job_ids, statuses=statuses)
         timeout = MAX_IDLE if due is None else min(MAX_IDLE, max(0.0, due - time.time()))
-        if timeout <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._work.wait(), timeout=timeout)
+        if timeout > 0:
+            await wait_event(self._work, timeout)
 
     def _after_commit(self, batch: list[Outcome]) -> None:
         # New due work (a first poll, a retry, a poll moved earlier): the idle loops look again.
         if any(isinstance(o, TaskCreated | Requeue | PollLater) for o in batch):
             self._work.set()
+        # Nothing in flight and all recorded: the job may be done; the upkeep loop looks now.
+        if not self._in_flight.tasks and not self._recorder.pending:
+            self._settled.set()
 
     async def _rescue_expired(self) -> None:
         rescued = await self._db.call(self._db.repo.rescue_expired,
