@@ -35,7 +35,8 @@ class Poller(ClaimingStage):
         """Wait for permits, then claim as many due pending rows as there are permits (first
         bringing forward first looks planned with a first delay since clearly shortened)."""
         await self._bring_first_looks_forward()
-        return await self._claim_with_permits(self._db.repo.claim_due_polls)
+        return await self._claim_with_permits(self._db.repo.claim_due_polls,
+                                              self._db.repo.release_poll_claims)
 
     async def _bring_first_looks_forward(self) -> None:
         while self._shortened:

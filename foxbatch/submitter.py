@@ -6,6 +6,7 @@ has a permit for it, so a claimed row is sent at once rather than waiting while 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -91,19 +92,37 @@ class ClaimingStage:
         self._job_ids = job_ids
         self._clock = clock
 
-    async def _claim_with_permits(self, claim_rows: Callable[..., list[C]]) -> list[C]:
+    async def _claim_with_permits(self, claim_rows: Callable[..., list[C]],
+                                  release_rows: Callable[[list[C]], int]) -> list[C]:
         """Wait for permits, then claim (with `claim_rows`) as many rows as there are permits;
-        the permits of rows not found go back to the limiter unused."""
+        the permits of rows not found go back to the limiter unused.
+
+        Cancelled while the claim runs (the engine stopping), the claim still completes on the
+        database thread; its rows are then given back with `release_rows` rather than left
+        claimed until their lease expires (submit claims would come back in doubt).
+        """
         permits = await self._limiter.acquire(self._options.claim_batch, linger=CLAIM_LINGER)
+        claiming = asyncio.ensure_future(self._db.call(
+            claim_rows, self._owner, permits, lease_seconds=self._options.claim_lease,
+            job_ids=self._job_ids))
         try:
-            claims = await self._db.call(claim_rows, self._owner, permits,
-                                         lease_seconds=self._options.claim_lease,
-                                         job_ids=self._job_ids)
+            claims = await asyncio.shield(claiming)
         except BaseException:
             self._limiter.release(permits, refund=True)
+            await self._give_back(claiming, release_rows)
             raise
         self._limiter.release(permits - len(claims), refund=True)
         return claims
+
+    async def _give_back(self, claiming: asyncio.Future[list[C]],
+                         release_rows: Callable[[list[C]], int]) -> None:
+        """Release the rows of a claim that was (or is being) made but will not be worked on."""
+        try:
+            claims = await claiming
+        except Exception:  # the claim itself failed: nothing was claimed
+            return
+        if claims:
+            await self._db.call(release_rows, claims)
 
 
 class Submitter(ClaimingStage):
@@ -115,7 +134,8 @@ class Submitter(ClaimingStage):
 
     async def claim(self) -> list[SubmitClaim]:
         """Wait for permits, then claim as many due queued rows as there are permits."""
-        claims = await self._claim_with_permits(self._db.repo.claim_queued)
+        claims = await self._claim_with_permits(self._db.repo.claim_queued,
+                                                self._db.repo.release_submit_claims)
         if claims:
             crash_point("after_claim")
         return claims

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 
 import httpx
@@ -19,7 +20,7 @@ from foxbatch.schedule import PollPlanner
 from foxbatch.sim import SimConfig, Simulator
 from foxbatch.store import open_store
 from foxbatch.store.records import PollClaim, TaskCreated
-from foxbatch.submitter import EngineOptions
+from foxbatch.submitter import EngineOptions, Submitter
 from tests.engine_helpers import (
     assert_answers_are_their_own,
     assert_duplicates_within_in_doubt,
@@ -276,3 +277,36 @@ async def test_first_looks_planned_with_a_delay_since_halved_are_brought_forward
     assert halved < planner.default_first * 0.75
     due = [item["next_poll_at"] - item["submitted_at"] for item in store.iter_items(job)]
     assert due == pytest.approx([halved] * 30)
+
+
+@pytest.mark.parametrize("stage", ["submit", "poll"])
+async def test_a_claim_cut_off_by_shutdown_gives_its_rows_back(store, stage):
+    """Stopping cancels a claim while it runs on the database thread (here: waiting for the
+    write lock another connection holds): the claim still happens there, and its rows are
+    then released at once, not left to expire (a submit claim left to expire would come
+    back in doubt)."""
+    job = seed_job(store, 6)
+    if stage == "poll":
+        sent = time.time() - 10
+        store.apply([TaskCreated(c.item_id, c.lease_token, c.attempt, f"t{c.row_key}", sent,
+                                 sent) for c in store.claim_queued("w", 6, lease_seconds=30)])
+    db = StoreThread(store)
+    async with FoxClient("http://sim", "sk-t", transport=httpx.ASGITransport(
+            app=Simulator(SimConfig()).app)) as client:
+        parts = (db, client, Limiter(8), Recorder(db), PollPlanner(), EngineOptions())
+        worker = (Submitter if stage == "submit" else Poller)(*parts, owner="w2", job_ids=[job])
+        locker = sqlite3.connect(store.engine.url.database, isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")
+        claiming = asyncio.create_task(worker.claim())
+        await asyncio.sleep(0.2)  # the claim waits for the lock on the database thread
+        claiming.cancel()
+        locker.execute("COMMIT")
+        await asyncio.gather(claiming, return_exceptions=True)
+        locker.close()
+    db.close()
+    items = list(store.iter_items(job))
+    assert all(item["lease_token"] is None for item in items)
+    if stage == "submit":
+        assert {(item["status"], item["attempts"]) for item in items} == {("queued", 0)}
+    else:
+        assert {(item["status"], item["polls"]) for item in items} == {("pending", 0)}
