@@ -33,6 +33,21 @@ async def test_concurrency_cap_is_never_exceeded():
     assert peak == 3 and limiter.in_flight == 0
 
 
+async def test_a_batch_lingers_only_while_few_slots_are_free():
+    """Lingering holds every other caller back: with a quarter of the slots free a batch goes
+    at once; with fewer it waits (up to `linger`) for more to free up."""
+    limiter = Limiter(concurrency=8)
+    assert await limiter.acquire(6) == 6
+    started = time.monotonic()
+    assert await limiter.acquire(256, linger=5.0) == 2  # 2 of 8 free: no waiting
+    assert time.monotonic() - started < 1.0
+    limiter.release(1)
+    asyncio.get_running_loop().call_later(0.1, limiter.release, 3)
+    started = time.monotonic()
+    assert await limiter.acquire(256, linger=0.3) == 4  # 1 free: waits, takes those freed
+    assert 0.25 <= time.monotonic() - started < 2.0
+
+
 async def test_acquire_takes_up_to_n_free_permits():
     limiter = Limiter(concurrency=5)
     assert await limiter.acquire(3) == 3
