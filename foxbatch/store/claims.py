@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, case, select, update
+from sqlalchemy import Connection, Row, bindparam, case, select, update
 
 from foxbatch.crashpoints import crash_point
 from foxbatch.models import CANCEL_REQUESTED_CODE, IN_DOUBT_HELD_CODE, OnDoubt
@@ -27,7 +27,7 @@ from foxbatch.store.records import (
     TaskSucceeded,
 )
 from foxbatch.store.sql import (
-    ManyStatement,
+    Prepared,
     Queries,
     _attempt_update,
     _has_queued,
@@ -56,31 +56,35 @@ class ClaimQueries(Queries):
             return []
         now = self.clock()
         token = new_token()
-        values = {"status": "submitting", "lease_owner": owner, "lease_token": token,
-                  "lease_until": now + lease_seconds, "attempts": items.c.attempts + 1,
-                  "error_code": None, "error_message": None, "updated_at": now}
+        lease = {"b_owner": owner, "b_token": token, "b_until": now + lease_seconds,
+                 "b_now": now}
         with self.engine.begin() as conn:
-            rows: list[RowMapping] = []
+            rows: list[Row[Any]] = []
             # One job at a time: the index (job_id, status, next_attempt_at, row_index) then
             # hands over the due rows in order, so a claim costs O(rows claimed) however many
             # rows the job still has queued; only jobs with a due row are visited.
             for job_id in self._jobs_with_due_rows(conn, job_ids, now):
                 if len(rows) >= limit:
                     break
-                rows.extend(conn.execute(_claim_due_in_job(job_id, limit - len(rows), now,
-                                                           values)).mappings().all())
-            _NEW_ATTEMPT.run(conn, [{"b_item": r["id"], "b_number": r["attempts"]}
-                                    for r in rows], b_worker=owner, b_now=now)
+                rows.extend(_CLAIM_QUEUED_OF_JOB.rows(conn, b_job=job_id,
+                                                      b_limit=limit - len(rows), **lease))
+            _NEW_ATTEMPT.run_many(conn, [{"b_item": r.id, "b_number": r.attempts}
+                                         for r in rows], b_worker=owner, b_now=now)
         return sorted((SubmitClaim(
-            item_id=r["id"], job_id=r["job_id"], row_key=r["row_key"], request_json=r["request"],
-            request_hash=r["request_hash"], model=r["model"], attempt=r["attempts"],
-            free_attempts=r["free_attempts"], lease_token=token) for r in rows),
+            item_id=r.id, job_id=r.job_id, row_key=r.row_key, request_json=r.request,
+            request_hash=r.request_hash, model=r.model, attempt=r.attempts,
+            free_attempts=r.free_attempts, lease_token=token) for r in rows),
             key=lambda c: c.item_id)
 
     @staticmethod
     def _jobs_with_due_rows(conn: Connection, job_ids: Sequence[int] | None,
                             now: float) -> list[int]:
-        """The jobs (of `job_ids`, else all) with a queued row due by `now`, in id order."""
+        """The jobs (of `job_ids`, else all) with a queued row due by `now`, in id order; a
+        single job is taken as it is (its claim finds its due rows, or none)."""
+        if job_ids is not None and len(job_ids) == 1:
+            return list(job_ids)
+        if job_ids is None:
+            return [job_id for (job_id,) in _JOBS_WITH_DUE_ROWS.rows(conn, b_now=now)]
         return list(conn.execute(select(jobs.c.id).where(
             _has_queued(due_by=now), *_job_ids_filter(job_ids)).order_by(jobs.c.id)).scalars())
 
@@ -95,26 +99,20 @@ class ClaimQueries(Queries):
             return []
         now = self.clock()
         token = new_token()
-        due = (select(items.c.id)
-               .where(items.c.status == "pending", items.c.next_poll_at <= now,
-                      *_job_filter(job_ids))
-               .order_by(items.c.next_poll_at)
-               .limit(limit).with_for_update(skip_locked=True).cte("due"))
-        stmt = (update(items)
-                .where(items.c.id == due.c.id, items.c.status == "pending")
-                .values(lease_owner=owner, lease_token=token, lease_until=now + lease_seconds,
-                        next_poll_at=now + lease_seconds, polls=items.c.polls + 1,
-                        updated_at=now)
-                .returning(items.c.id, items.c.job_id, items.c.task_id, items.c.model,
-                           items.c.attempts, items.c.free_attempts, items.c.polls,
-                           items.c.submitted_at))
+        params = {"b_owner": owner, "b_token": token, "b_until": now + lease_seconds,
+                  "b_now": now, "b_limit": limit}
         with self.engine.begin() as conn:
-            rows = conn.execute(stmt).mappings().all()
+            if job_ids is None:
+                rows = _CLAIM_DUE_POLLS.rows(conn, **params)
+            elif len(job_ids) == 1:
+                rows = _CLAIM_DUE_POLLS_OF_JOB.rows(conn, b_job=job_ids[0], **params)
+            else:
+                rows = conn.execute(_claim_due_polls(_job_filter(job_ids)), params).all()
         return sorted((PollClaim(
-            item_id=r["id"], job_id=r["job_id"], task_id=r["task_id"], model=r["model"],
-            attempt=r["attempts"], free_attempts=r["free_attempts"], polls=r["polls"],
-            submitted_at=r["submitted_at"],
-            lease_token=token) for r in rows), key=lambda c: c.item_id)
+            item_id=r.id, job_id=r.job_id, task_id=r.task_id, model=r.model,
+            attempt=r.attempts, free_attempts=r.free_attempts, polls=r.polls,
+            submitted_at=r.submitted_at, lease_token=token) for r in rows),
+            key=lambda c: c.item_id)
 
     def bring_first_looks_forward(self, model: str | None, delay: float, *,
                                   job_ids: Sequence[int] | None = None) -> int:
@@ -189,8 +187,8 @@ class ClaimQueries(Queries):
         rows = [{"b_item": o.item_id, "b_number": o.attempt, "b_id": o.item_id,
                  "b_token": o.lease_token, "b_task_id": o.task_id, "b_sent_at": o.sent_at,
                  "b_next_poll": o.next_poll_at} for o in batch]
-        _CREATED_ATTEMPT.run(conn, rows)
-        return _CREATED_ITEM.run(conn, rows, b_now=now)
+        _CREATED_ATTEMPT.run_many(conn, rows)
+        return _CREATED_ITEM.run_many(conn, rows, b_now=now)
 
     def _apply_succeeded(self, conn: Connection, batch: list[TaskSucceeded], now: float) -> int:
         rows = [{"b_item": o.item_id, "b_number": o.attempt, "b_id": o.item_id,
@@ -198,17 +196,17 @@ class ClaimQueries(Queries):
                  "b_output": o.output, "b_finish": o.finish_reason, "b_model": o.result_model,
                  "b_pt": o.prompt_tokens, "b_ct": o.completion_tokens, "b_tt": o.total_tokens,
                  "b_finished": o.finished_at} for o in batch]
-        _SUCCEEDED_ATTEMPT.run(conn, rows)
-        return _SUCCEEDED_ITEM.run(conn, rows, b_now=now)
+        _SUCCEEDED_ATTEMPT.run_many(conn, rows)
+        return _SUCCEEDED_ITEM.run_many(conn, rows, b_now=now)
 
     def _apply_poll_later(self, conn: Connection, batch: list[PollLater], now: float) -> int:
-        return _POLL_LATER_ITEM.run(conn, [
+        return _POLL_LATER_ITEM.run_many(conn, [
             {"b_id": o.item_id, "b_token": o.lease_token, "b_next_poll": o.next_poll_at,
              "b_unlooked": 0 if o.looked else 1} for o in batch], b_now=now)
 
     def _apply_requeue(self, conn: Connection, batch: list[Requeue], now: float) -> int:
         self._close_attempts(conn, batch, now)
-        return sum(_REQUEUED_ITEM[status].run(conn, [
+        return sum(_REQUEUED_ITEM[status].run_many(conn, [
             {"b_id": o.item_id, "b_token": o.lease_token, "b_next": o.next_attempt_at,
              "b_code": o.error_code, "b_message": o.error_message,
              "b_doubt": int(o.in_doubt), "b_free": int(o.free)} for o in group], b_now=now)
@@ -216,7 +214,7 @@ class ClaimQueries(Queries):
 
     def _apply_fail(self, conn: Connection, batch: list[Fail], now: float) -> int:
         self._close_attempts(conn, batch, now)
-        return sum(_FAILED_ITEM[status].run(conn, [
+        return sum(_FAILED_ITEM[status].run_many(conn, [
             {"b_id": o.item_id, "b_token": o.lease_token, "b_code": o.error_code,
              "b_message": o.error_message} for o in group], b_now=now)
             for status, group in _by_status(batch).items())
@@ -225,7 +223,7 @@ class ClaimQueries(Queries):
     def _close_attempts(conn: Connection, batch: Sequence[Requeue | Fail], now: float) -> None:
         """Write how each claim's attempt ended; runs before the items update (it checks that
         the claim still owns its row)."""
-        _CLOSED_ATTEMPT.run(conn, [
+        _CLOSED_ATTEMPT.run_many(conn, [
             {"b_item": o.item_id, "b_number": o.attempt, "b_token": o.lease_token,
              "b_status": o.expected_status, "b_outcome": o.attempt_outcome,
              "b_http": o.http_status, "b_doubt": o.in_doubt,
@@ -343,19 +341,42 @@ def _owned_attempt_update(**values: Any) -> Any:
     return _attempt_update(**values).where(_still_owned())
 
 
-def _claim_due_in_job(job_id: int, limit: int, now: float, values: dict[str, Any]) -> Any:
-    """UPDATE ... RETURNING that claims up to `limit` due queued rows of one job, in order."""
+def _claim_queued_of_job() -> Any:
+    """UPDATE ... RETURNING that claims up to `b_limit` queued rows of job `b_job` due by
+    `b_now`, in order, for `b_owner` under lease `b_token` until `b_until`."""
     due = (select(items.c.id)
-           .where(items.c.job_id == job_id, items.c.status == "queued",
-                  items.c.next_attempt_at <= now)
+           .where(items.c.job_id == bindparam("b_job"), items.c.status == "queued",
+                  items.c.next_attempt_at <= bindparam("b_now"))
            .order_by(items.c.next_attempt_at, items.c.row_index)
-           .limit(limit).with_for_update(skip_locked=True).cte("due"))
+           .limit(bindparam("b_limit")).with_for_update(skip_locked=True).cte("due"))
     return (update(items)
             .where(items.c.id == due.c.id, items.c.status == "queued")
-            .values(**values)
+            .values(status="submitting", lease_owner=bindparam("b_owner"),
+                    lease_token=bindparam("b_token"), lease_until=bindparam("b_until"),
+                    attempts=items.c.attempts + 1, error_code=None, error_message=None,
+                    updated_at=bindparam("b_now"))
             .returning(items.c.id, items.c.job_id, items.c.row_key, items.c.request,
                        items.c.request_hash, items.c.model, items.c.attempts,
                        items.c.free_attempts))
+
+
+def _claim_due_polls(job_filter: list[Any]) -> Any:
+    """UPDATE ... RETURNING that claims up to `b_limit` pending rows (of the jobs
+    `job_filter` allows) whose next poll is due by `b_now`, earliest first: lease `b_token` of
+    `b_owner` until `b_until`, which is also when the row falls due again."""
+    due = (select(items.c.id)
+           .where(items.c.status == "pending", items.c.next_poll_at <= bindparam("b_now"),
+                  *job_filter)
+           .order_by(items.c.next_poll_at)
+           .limit(bindparam("b_limit")).with_for_update(skip_locked=True).cte("due"))
+    return (update(items)
+            .where(items.c.id == due.c.id, items.c.status == "pending")
+            .values(lease_owner=bindparam("b_owner"), lease_token=bindparam("b_token"),
+                    lease_until=bindparam("b_until"), next_poll_at=bindparam("b_until"),
+                    polls=items.c.polls + 1, updated_at=bindparam("b_now"))
+            .returning(items.c.id, items.c.job_id, items.c.task_id, items.c.model,
+                       items.c.attempts, items.c.free_attempts, items.c.polls,
+                       items.c.submitted_at))
 
 
 def _queued_unless_cancelled() -> Any:
@@ -385,38 +406,46 @@ def _attempt_error(code: str | None, message: str | None) -> str | None:
     return f"{code}: {message}" if code else message
 
 
-# The group commit's statements, compiled once per dialect (see ManyStatement). `b_now` is the
+# Claims, compiled once per dialect (see Prepared); the rare claim over several named jobs is
+# built each time (its IN list varies).
+_JOBS_WITH_DUE_ROWS = Prepared(select(jobs.c.id).where(_has_queued(due_by=bindparam("b_now")))
+                               .order_by(jobs.c.id))
+_CLAIM_QUEUED_OF_JOB = Prepared(_claim_queued_of_job())
+_CLAIM_DUE_POLLS = Prepared(_claim_due_polls([]))
+_CLAIM_DUE_POLLS_OF_JOB = Prepared(_claim_due_polls([items.c.job_id == bindparam("b_job")]))
+
+# The group commit's statements, compiled once per dialect (see Prepared). `b_now` is the
 # time of the commit; the others come from each outcome.
-_NEW_ATTEMPT = ManyStatement(attempts.insert().values(
+_NEW_ATTEMPT = Prepared(attempts.insert().values(
     item_id=bindparam("b_item"), number=bindparam("b_number"), worker=bindparam("b_worker"),
     sent_at=bindparam("b_now"), outcome="sending", in_doubt=False))
 _SENDING = attempts.c.outcome == "sending"
-_CREATED_ATTEMPT = ManyStatement(_attempt_update(
+_CREATED_ATTEMPT = Prepared(_attempt_update(
     task_id=bindparam("b_task_id"), http_status=200,
     outcome=case((_SENDING, "created"), else_=attempts.c.outcome),
     sent_at=case((_SENDING, bindparam("b_sent_at")), else_=attempts.c.sent_at)))
-_CREATED_ITEM = ManyStatement(_owned_update("submitting").values(
+_CREATED_ITEM = Prepared(_owned_update("submitting").values(
     status="pending", task_id=bindparam("b_task_id"), submitted_at=bindparam("b_sent_at"),
     next_poll_at=bindparam("b_next_poll"), lease_owner=None, lease_token=None,
     lease_until=None, polls=0, updated_at=bindparam("b_now")))
-_SUCCEEDED_ATTEMPT = ManyStatement(_owned_attempt_update(outcome="succeeded",
+_SUCCEEDED_ATTEMPT = Prepared(_owned_attempt_update(outcome="succeeded",
                                                          finished_at=bindparam("b_finished")))
-_SUCCEEDED_ITEM = ManyStatement(_owned_update("pending").values(
+_SUCCEEDED_ITEM = Prepared(_owned_update("pending").values(
     status="succeeded", result=bindparam("b_result"), output=bindparam("b_output"),
     finish_reason=bindparam("b_finish"), result_model=bindparam("b_model"),
     prompt_tokens=bindparam("b_pt"), completion_tokens=bindparam("b_ct"),
     total_tokens=bindparam("b_tt"), finished_at=bindparam("b_finished"),
     next_poll_at=None, lease_owner=None, lease_token=None, lease_until=None,
     error_code=None, error_message=None, updated_at=bindparam("b_now")))
-_POLL_LATER_ITEM = ManyStatement(_owned_update("pending").values(
+_POLL_LATER_ITEM = Prepared(_owned_update("pending").values(
     next_poll_at=bindparam("b_next_poll"), lease_owner=None, lease_token=None,
     lease_until=None, polls=items.c.polls - bindparam("b_unlooked"),
     updated_at=bindparam("b_now")))
-_CLOSED_ATTEMPT = ManyStatement(_owned_attempt_update(
+_CLOSED_ATTEMPT = Prepared(_owned_attempt_update(
     outcome=bindparam("b_outcome"), http_status=bindparam("b_http"),
     error=bindparam("b_error"), in_doubt=bindparam("b_doubt"), finished_at=bindparam("b_now")))
 _CLAIMED_STATUSES = ("submitting", "pending")
-_REQUEUED_ITEM = {status: ManyStatement(_owned_update(status).values(
+_REQUEUED_ITEM = {status: Prepared(_owned_update(status).values(
     status=_queued_unless_cancelled(), finished_at=_now_if_cancelled(bindparam("b_now")),
     next_attempt_at=bindparam("b_next"),
     error_code=bindparam("b_code"), error_message=bindparam("b_message"),
@@ -424,7 +453,7 @@ _REQUEUED_ITEM = {status: ManyStatement(_owned_update(status).values(
     free_attempts=items.c.free_attempts + bindparam("b_free"), task_id=None,
     next_poll_at=None, lease_owner=None, lease_token=None, lease_until=None,
     updated_at=bindparam("b_now"))) for status in _CLAIMED_STATUSES}
-_FAILED_ITEM = {status: ManyStatement(_owned_update(status).values(
+_FAILED_ITEM = {status: Prepared(_owned_update(status).values(
     status="failed", error_code=bindparam("b_code"),
     error_message=bindparam("b_message"), next_poll_at=None, next_attempt_at=None,
     lease_owner=None, lease_token=None, lease_until=None, finished_at=bindparam("b_now"),

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Dialect,
     Engine,
     Executable,
+    Row,
     bindparam,
     exists,
     func,
@@ -52,8 +53,9 @@ def _job_ids_filter(job_ids: Sequence[int] | None) -> list[Any]:
 # run over the jobs table and look into each job's queued rows with one index seek, all in one
 # statement (a lookup by state alone would make SQLite scan that index whole).
 
-def _has_queued(due_by: float | None = None) -> Any:
-    """For a query over jobs: the job has a queued row (due by `due_by`, if given)."""
+def _has_queued(due_by: Any = None) -> Any:
+    """For a query over jobs: the job has a queued row (due by `due_by`, a time or a bound
+    parameter, if given)."""
     due = [] if due_by is None else [items.c.next_attempt_at <= due_by]
     return exists().where(items.c.job_id == jobs.c.id, items.c.status == "queued", *due)
 
@@ -99,27 +101,36 @@ class _DriverStatement:
         return merged if self.order is None else [self.order(row) for row in merged]
 
 
-class ManyStatement:
-    """One Core statement for executemany on hot paths, compiled once per dialect and run
-    through the driver directly.
+class Prepared:
+    """One Core statement on a hot path, compiled once per dialect and run through the driver.
 
-    SQLAlchemy's own executemany processes every row's parameters in Python before the driver
-    sees them; here a row is one dict merge (and for SQLite one itemgetter) away from the
-    driver. Parameters are named with bindparam(); `run` takes the rows and, as keywords,
-    values shared by all of them. Values reach the driver as they are, without SQLAlchemy's
-    type processing: for columns of plain types (text, numbers, booleans, NULL) only.
+    SQLAlchemy builds, keys and looks up a statement's compiled form and processes every
+    row's parameters in Python on each execution; here a statement is compiled once and a
+    row of parameters is one dict merge (and for SQLite one itemgetter) away from the driver.
+    Parameters are named with bindparam(). Values reach the driver as they are, without
+    SQLAlchemy's type processing: for columns of plain types (text, numbers, booleans, NULL).
     """
 
     def __init__(self, statement: Executable):
         self.statement = statement
         self._compiled: dict[Dialect, _DriverStatement] = {}
 
-    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]], **shared: Any) -> int:
-        """Execute for every row of `rows`; return the rows the database changed."""
+    def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]],
+                 **shared: Any) -> int:
+        """executemany: once for every row of `rows` (plus the values `shared` by all of
+        them); return the rows the database changed."""
         if not rows:
             return 0
-        compiled = self._compiled.get(conn.dialect) or self._compile(conn.dialect)
+        compiled = self._for(conn.dialect)
         return conn.exec_driver_sql(compiled.sql, compiled.parameters(rows, shared)).rowcount
+
+    def rows(self, conn: Connection, **params: Any) -> Sequence[Row[Any]]:
+        """Execute once with `params`; return the rows it gives (SELECT, RETURNING)."""
+        compiled = self._for(conn.dialect)
+        return conn.exec_driver_sql(compiled.sql, compiled.parameters([{}], params)[0]).all()
+
+    def _for(self, dialect: Dialect) -> _DriverStatement:
+        return self._compiled.get(dialect) or self._compile(dialect)
 
     def _compile(self, dialect: Dialect) -> _DriverStatement:
         compiled = self.statement.compile(dialect=dialect)

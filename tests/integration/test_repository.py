@@ -257,3 +257,31 @@ def test_first_looks_planned_too_late_are_brought_forward(db_url):
     assert due["4"] == pytest.approx(5.0)  # looked at once already: its next look stays
     assert repo.bring_first_looks_forward("gpt-5.4", 0.5) == 0  # never later
     repo.engine.dispose()
+
+
+def test_claims_take_rows_of_the_jobs_asked_for_only(db_url):
+    """One job, several jobs, every job: each claim takes rows of those jobs and no other
+    (claims over one job or every job run precompiled statements; several jobs an IN list)."""
+    from foxbatch.store import open_store
+
+    clock = Clock()
+    repo = Repository(open_store(db_url).engine, clock=clock)
+    a, b, c = (repo.ensure_job(name).id for name in "abc")
+    for job in (a, b, c):
+        repo.add_items(job, [make_item(f"{job}-{i}", i) for i in range(2)])
+    only_a = repo.claim_queued("w", 10, lease_seconds=30, job_ids=[a])
+    b_and_c = repo.claim_queued("w", 10, lease_seconds=30, job_ids=[b, c])
+    assert {x.job_id for x in only_a} == {a} and len(only_a) == 2
+    assert {x.job_id for x in b_and_c} == {b, c} and len(b_and_c) == 4
+    assert repo.claim_queued("w", 10, lease_seconds=30) == []
+    repo.apply([TaskCreated(x.item_id, x.lease_token, x.attempt, f"t{x.item_id}", clock.now,
+                            clock.now) for x in only_a + b_and_c])
+    polls_c = repo.claim_due_polls("w", 10, lease_seconds=30, job_ids=[c])
+    polls_a_b = repo.claim_due_polls("w", 10, lease_seconds=30, job_ids=[a, b])
+    assert {x.job_id for x in polls_c} == {c} and len(polls_c) == 2
+    assert {x.job_id for x in polls_a_b} == {a, b} and len(polls_a_b) == 4
+    assert repo.claim_due_polls("w", 10, lease_seconds=30) == []
+    clock.now += 31  # the poll claims' leases ran out: every job's rows are due again
+    again = repo.claim_due_polls("w", 4, lease_seconds=30)
+    assert len(again) == 4 and all(x.polls == 2 for x in again)
+    repo.engine.dispose()
