@@ -112,11 +112,12 @@ def quantile(values: list[float], q: float) -> float:
 
 
 async def get_task(session: aiohttp.ClientSession, task_id: str) -> dict:
-    """GET a task; once more if the server closed a kept-alive connection under the request
-    (a keep-alive race, not an answer: a GET is safe to repeat, and the simulator counts it)."""
+    """GET a task; once more if the server closed (or reset) a kept-alive connection under the
+    request (a keep-alive race: the 5 s interval meets uvicorn's 5 s keep-alive timeout; not
+    an answer: a GET is safe to repeat, and the simulator counts it)."""
     try:
         return await _get_json(session, f"/v1/tasks/{task_id}")
-    except aiohttp.ServerDisconnectedError:
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
         return await _get_json(session, f"/v1/tasks/{task_id}")
 
 
