@@ -97,7 +97,9 @@ class Poller(ClaimingStage):
             self._unknown_statuses.add(view.status)
             log.warning("task %s has unknown status %r; polling on", view.task_id, view.status)
         return PollLater(claim.item_id, claim.lease_token, self._planner.next_poll_at(
-            claim.model, sent_at=claim.submitted_at, now=now, progress=view.progress))
+            claim.model, sent_at=claim.submitted_at, now=now, progress=view.progress),
+            least_duration=self._planner.least_duration(sent_at=claim.submitted_at, now=now,
+                                                        progress=view.progress))
 
     def _observe_first_look(self, model: str | None, view: TaskView, now: float) -> None:
         """Teach the planner what a first look found; note a first delay that became clearly

@@ -107,7 +107,8 @@ class PollPlanner:
         return max(self.min_interval, SLACK_SHARE * duration)
 
     def seed(self, model: str | None, durations: Iterable[float]) -> None:
-        """Start from durations seen in earlier runs (seconds from submit to result)."""
+        """Start from durations seen in earlier runs: the least durations their tasks'
+        progress allowed (`least_duration`), the same samples a run learns from itself."""
         for duration in durations:
             self.observe_duration(model, duration)
 
@@ -217,12 +218,22 @@ class PollPlanner:
         """`completed` without results: look again shortly (foxapi.md §3)."""
         return now + EMPTY_RESULT_DELAY
 
+    @staticmethod
+    def least_duration(*, sent_at: float | None, now: float,
+                       progress: float | None) -> float | None:
+        """The shortest duration a task showing `progress` (0-100) at `now` can have: a whole
+        percentage p at age a puts it in (a*100/(p+1), a*100/p]. None without usable
+        progress."""
+        if sent_at is None or progress is None or not 0 < progress < 100 or now <= sent_at:
+            return None
+        return _shortest(now - sent_at, progress)
+
     def _predicted_poll_at(self, model: str | None, sent_at: float, now: float, age: float,
                            progress: float) -> float:
         """A whole percentage p at `age` puts the duration in (age*100/(p+1), age*100/p]:
         look at the end of that range, or earlier if the range is wider than the delay
         allowed at its start."""
-        shortest = age * 100.0 / (math.floor(progress) + 1)
+        shortest = _shortest(age, progress)
         longest = age * 100.0 / progress
         self.observe_duration(model, shortest)
         due = sent_at + min(longest * PREDICTION_MARGIN + FIRST_FLOOR,
@@ -256,3 +267,8 @@ class PollPlanner:
         if key not in self._models:
             self._models[key] = _ModelTiming()
         return self._models[key]
+
+
+def _shortest(age: float, progress: float) -> float:
+    """The shortest duration of a task at `progress` percent (0 < progress < 100) at `age`."""
+    return age * 100.0 / (math.floor(progress) + 1)

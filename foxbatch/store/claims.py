@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, case, select, update
+from sqlalchemy import Connection, Double, Row, bindparam, case, func, select, update
 
 from foxbatch.crashpoints import crash_point
 from foxbatch.models import CANCEL_REQUESTED_CODE, IN_DOUBT_HELD_CODE, OnDoubt
@@ -202,7 +202,8 @@ class ClaimQueries(Queries):
     def _apply_poll_later(self, conn: Connection, batch: list[PollLater], now: float) -> int:
         return _POLL_LATER_ITEM.run_many(conn, [
             {"b_id": o.item_id, "b_token": o.lease_token, "b_next_poll": o.next_poll_at,
-             "b_unlooked": 0 if o.looked else 1} for o in batch], b_now=now)
+             "b_unlooked": 0 if o.looked else 1, "b_least": o.least_duration} for o in batch],
+            b_now=now)
 
     def _apply_requeue(self, conn: Connection, batch: list[Requeue], now: float) -> int:
         self._close_attempts(conn, batch, now)
@@ -440,6 +441,7 @@ _SUCCEEDED_ITEM = Prepared(_owned_update("pending").values(
 _POLL_LATER_ITEM = Prepared(_owned_update("pending").values(
     next_poll_at=bindparam("b_next_poll"), lease_owner=None, lease_token=None,
     lease_until=None, polls=items.c.polls - bindparam("b_unlooked"),
+    least_duration=func.coalesce(bindparam("b_least", type_=Double), items.c.least_duration),
     updated_at=bindparam("b_now")))
 _CLOSED_ATTEMPT = Prepared(_owned_attempt_update(
     outcome=bindparam("b_outcome"), http_status=bindparam("b_http"),

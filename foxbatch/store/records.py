@@ -139,12 +139,14 @@ class PollLater:
     """The task is not finished yet: stays pending, looked at again at `next_poll_at`.
 
     `looked` False: the claim was released without a GET (its look was moved), so it does
-    not count as a poll."""
+    not count as a poll. `least_duration`: the shortest duration the task's progress allows
+    (None: it showed no usable progress; what was stored before stays)."""
 
     item_id: int
     lease_token: str
     next_poll_at: float
     looked: bool = True
+    least_duration: float | None = None
 
 
 @dataclass(frozen=True)

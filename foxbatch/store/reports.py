@@ -35,6 +35,11 @@ from foxbatch.store.tables import attempts, items, jobs
 IN_FLIGHT = ("submitting", "pending")
 
 
+# The share of a model's recent tasks that must have shown progress for a run to start from
+# their durations (see recent_durations).
+SEED_COVERAGE = 0.9
+
+
 class ReportQueries(Queries):
     """Reads of the rows and their attempts, the reports built on them, and operator writes."""
 
@@ -77,18 +82,25 @@ class ReportQueries(Queries):
         times = [t for t in found if t is not None]
         return min(times) if times else None
 
-    def recent_durations(self, job_ids: Sequence[int] | None = None, *, limit: int = 500
-                         ) -> dict[str | None, list[float]]:
-        """Seconds from submit to result of recently succeeded rows, per model."""
-        stmt = (select(items.c.model, items.c.finished_at - items.c.submitted_at)
-                .where(items.c.status == "succeeded", items.c.submitted_at.is_not(None),
-                       items.c.finished_at.is_not(None), *_job_filter(job_ids))
+    def recent_durations(self, job_ids: Sequence[int] | None = None, *, limit: int = 500,
+                         coverage: float = SEED_COVERAGE) -> dict[str | None, list[float]]:
+        """Durations of the tasks of recently succeeded rows, per model: the shortest each
+        task's progress allowed at its last look (seconds).
+
+        Only for models where at least `coverage` of those rows showed progress. A task done
+        at its first look shows none, and its time from submit to result is only an upper
+        bound; where many were, the rest are the slow end of the model's tasks, and a run
+        that started from them would look at the fast ones too late."""
+        stmt = (select(items.c.model, items.c.least_duration)
+                .where(items.c.status == "succeeded", *_job_filter(job_ids))
                 .order_by(items.c.finished_at.desc()).limit(limit))
-        found: dict[str | None, list[float]] = defaultdict(list)
+        found: dict[str | None, list[float | None]] = defaultdict(list)
         with self._read() as conn:
             for model, duration in conn.execute(stmt):
-                found[model].append(float(duration))
-        return dict(found)
+                found[model].append(duration)
+        return {model: [float(d) for d in seen if d is not None]
+                for model, seen in found.items()
+                if sum(d is not None for d in seen) >= coverage * len(seen)}
 
     def iter_items(self, job_id: int, *, statuses: Sequence[str] | None = None,
                    page: int = 2_000) -> Iterator[RowMapping]:

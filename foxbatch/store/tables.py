@@ -70,6 +70,9 @@ items = Table(
     Column("task_id", String(200), nullable=True),
     Column("submitted_at", Double, nullable=True),
     Column("finished_at", Double, nullable=True),
+    # The shortest duration the task's progress allowed at its last look (seconds): what the
+    # next run's first looks are learned from (migration 0005).
+    Column("least_duration", Double, nullable=True),
     Column("result", Text, nullable=True),
     Column("output", Text, nullable=True),
     Column("finish_reason", String(64), nullable=True),

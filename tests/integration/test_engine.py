@@ -221,14 +221,37 @@ async def test_rows_cancelled_in_flight_record_results_but_are_not_retried(store
 
 
 async def test_a_new_job_starts_from_the_durations_other_jobs_saw(store):
+    """Last night's tasks (about 5 s, nearly all running at their first look) left the least
+    durations their progress allowed; tonight's planner starts from them and looks later
+    than the default."""
     first = seed_job(store, 30, name="last-night")
-    await run_engine(store, Simulator(SimConfig(seed=17, latency_median=0.3)), first)
+    await run_engine(store, Simulator(SimConfig(seed=17, latency_median=5.0,
+                                                latency_sigma=0.3)), first)
+    learned = [item["least_duration"] for item in store.iter_items(first)
+               if item["least_duration"] is not None]
+    assert len(learned) >= 27 and all(0 < d < 12.0 for d in learned)
+    planner = await plan_for_a_new_job(store, "tonight")
+    assert planner.first_delay("gpt-5.4") > planner.default_first
+
+
+async def test_tasks_done_at_their_first_look_teach_a_new_job_nothing(store):
+    """Tasks of a tenth of a second are done at the first look: their time from submit to
+    result is the first delay, not theirs. A new job must not take them for tasks of that
+    length (it would look at tomorrow's just as fast tasks later than allowed)."""
+    first = seed_job(store, 30, name="last-night")
+    await run_engine(store, Simulator(SimConfig(seed=18, latency_median=0.1)), first)
+    planner = await plan_for_a_new_job(store, "tonight")
+    assert planner.first_delay("gpt-5.4") == planner.default_first
+
+
+async def plan_for_a_new_job(store, name: str) -> PollPlanner:
+    """The planner of a run over a new, empty job in `store` (seeded from what it holds)."""
     planner = PollPlanner()
-    tonight = seed_job(store, 0, name="tonight")
+    tonight = seed_job(store, 0, name=name)
     async with FoxClient("http://sim", "sk-t", transport=httpx.ASGITransport(
             app=Simulator(SimConfig()).app)) as client:
         await Runner(store, client, EngineOptions(), job_ids=[tonight], planner=planner).run()
-    assert planner.first_poll_at("gpt-5.4", 0.0) != PollPlanner().first_poll_at("gpt-5.4", 0.0)
+    return planner
 
 
 async def test_first_looks_planned_before_anything_was_learned_move_without_a_get(store):

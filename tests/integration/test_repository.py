@@ -285,3 +285,32 @@ def test_claims_take_rows_of_the_jobs_asked_for_only(db_url):
     again = repo.claim_due_polls("w", 4, lease_seconds=30)
     assert len(again) == 4 and all(x.polls == 2 for x in again)
     repo.engine.dispose()
+
+
+@pytest.mark.parametrize("with_progress", [10, 5])
+def test_a_model_is_learned_from_only_when_nearly_all_its_tasks_showed_progress(db_url,
+                                                                               with_progress):
+    """The least durations running tasks showed are kept on their rows; a later run starts
+    from them only if nearly all of the model's recent tasks showed one (the others were done
+    at their first look, and the rest would be the slow end only)."""
+    from foxbatch.store import open_store
+
+    clock = Clock()
+    repo = Repository(open_store(db_url).engine, clock=clock)
+    seeded(repo, 10)
+    claims = repo.claim_queued("w", 10, lease_seconds=30)
+    repo.apply([TaskCreated(c.item_id, c.lease_token, 1, f"t{c.row_key}", clock.now,
+                            clock.now) for c in claims])
+    looks = sorted(repo.claim_due_polls("w", 10, lease_seconds=30), key=lambda c: c.item_id)
+    repo.apply([PollLater(c.item_id, c.lease_token, clock.now,
+                          least_duration=2.0 + i if i < with_progress else None)
+                for i, c in enumerate(looks)])
+    done = repo.claim_due_polls("w", 10, lease_seconds=30)
+    repo.apply([TaskSucceeded(c.item_id, c.lease_token, 1, "{}", "ok", "stop", "gpt-5.4", 1, 1,
+                              2, finished_at=clock.now) for c in done])
+    learned = repo.recent_durations()
+    if with_progress == 10:
+        assert sorted(learned["gpt-5.4"]) == [2.0 + i for i in range(10)]
+    else:
+        assert learned == {}
+    repo.engine.dispose()

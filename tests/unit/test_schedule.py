@@ -181,3 +181,13 @@ def test_the_guards_stop_at_their_floors_and_recover_in_a_few_steps():
             p.observe_first_poll("m", done=False, now=2600.0 + rounds)
         rounds += 1
     assert p.first_delay("m") == pytest.approx(learned) and rounds <= 12
+
+
+def test_least_duration_is_the_short_end_of_what_progress_allows():
+    p = planner()
+    assert p.least_duration(sent_at=10.0, now=12.0, progress=40) == pytest.approx(200 / 41)
+    assert p.least_duration(sent_at=10.0, now=12.0, progress=40.7) == pytest.approx(200 / 41)
+    for progress in (None, 0, 100):
+        assert p.least_duration(sent_at=10.0, now=12.0, progress=progress) is None
+    assert p.least_duration(sent_at=None, now=12.0, progress=40) is None
+    assert p.least_duration(sent_at=12.0, now=12.0, progress=40) is None
