@@ -113,7 +113,7 @@ class Prepared:
 
     def __init__(self, statement: Executable):
         self.statement = statement
-        self._compiled: dict[Dialect, _DriverStatement] = {}
+        self._compiled: dict[tuple[Dialect, bool], _DriverStatement] = {}
 
     def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]],
                  **shared: Any) -> int:
@@ -121,25 +121,27 @@ class Prepared:
         them); return the rows the database changed."""
         if not rows:
             return 0
-        compiled = self._for(conn.dialect)
+        compiled = self._for(conn.dialect, many=True)
         return conn.exec_driver_sql(compiled.sql, compiled.parameters(rows, shared)).rowcount
 
     def rows(self, conn: Connection, **params: Any) -> Sequence[Row[Any]]:
         """Execute once with `params`; return the rows it gives (SELECT, RETURNING)."""
-        compiled = self._for(conn.dialect)
+        compiled = self._for(conn.dialect, many=False)
         return conn.exec_driver_sql(compiled.sql, compiled.parameters([{}], params)[0]).all()
 
-    def _for(self, dialect: Dialect) -> _DriverStatement:
-        return self._compiled.get(dialect) or self._compile(dialect)
+    def _for(self, dialect: Dialect, *, many: bool) -> _DriverStatement:
+        return self._compiled.get((dialect, many)) or self._compile(dialect, many)
 
-    def _compile(self, dialect: Dialect) -> _DriverStatement:
-        compiled = self.statement.compile(dialect=dialect)
+    def _compile(self, dialect: Dialect, many: bool) -> _DriverStatement:
+        # for_executemany: as SQLAlchemy's own executemany, without the RETURNING of the new
+        # primary key that PostgreSQL's single-row INSERT carries.
+        compiled = self.statement.compile(dialect=dialect, for_executemany=many)
         constants = {name: bind.effective_value for bind, name in compiled.bind_names.items()
                      if not bind.required}
         positions = compiled.positiontup
         order = None if positions is None else _tuple_getter(positions)
         driver = _DriverStatement(compiled.string, constants, order)
-        self._compiled[dialect] = driver
+        self._compiled[(dialect, many)] = driver
         return driver
 
 

@@ -314,3 +314,25 @@ def test_a_model_is_learned_from_only_when_nearly_all_its_tasks_showed_progress(
     else:
         assert learned == {}
     repo.engine.dispose()
+
+
+def test_a_claims_attempt_rows_are_inserted_as_sqlalchemy_would(repo):
+    """The precompiled INSERT of a claim's attempt rows is SQLAlchemy's executemany form: on
+    PostgreSQL without the RETURNING of new keys that a single-row INSERT carries."""
+    from sqlalchemy import event
+
+    seeded(repo, 3)
+    sent: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        sent.append(statement)
+
+    event.listen(repo.engine, "before_cursor_execute", seen)
+    try:
+        claims = repo.claim_queued("w", 3, lease_seconds=30)
+    finally:
+        event.remove(repo.engine, "before_cursor_execute", seen)
+    [insert] = [s for s in sent if s.lstrip().upper().startswith("INSERT INTO ATTEMPTS")]
+    assert "RETURNING" not in insert.upper()
+    assert all([(a["number"], a["outcome"]) for a in repo.attempts_of(c.item_id)] == [
+        (1, "sending")] for c in claims)
