@@ -1,4 +1,4 @@
-"""FoxAPI over httpx.AsyncClient: submit a task, read a task, classify every failure.
+"""The FoxAPI client: submit a task, read a task, classify every failure.
 
 The classification follows foxapi.md §4 and the crash rules of design.md. What matters most is
 telling apart a submit that *proves* no task was created (connection refused, any 4xx) from one
@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -292,12 +293,26 @@ def completion_fields(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def compact_json(value: Any) -> str:
-    """`value` as compact JSON text, non-ASCII kept (orjson; the standard library for integers
-    beyond 64 bits, which orjson does not write)."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """`value` as compact JSON text, non-ASCII kept: orjson, or the standard library where
+    orjson would not write it as it is (NaN and infinities, which orjson writes as null;
+    integers beyond 64 bits)."""
+    if _all_finite(value):
+        try:
+            return orjson.dumps(value).decode()
+        except TypeError:
+            pass
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _all_finite(value: Any) -> bool:
+    """False if `value` holds a NaN or an infinity anywhere."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_all_finite(v) for v in value)
+    return True
 
 
 def _text(content: object) -> str | None:

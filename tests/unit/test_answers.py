@@ -33,6 +33,11 @@ def test_compact_json_keeps_non_ascii_and_has_no_spaces():
     assert compact_json({"a": "héllo ✓", "b": [1, 2]}) == '{"a":"héllo ✓","b":[1,2]}'
 
 
+def test_compact_json_keeps_nan_and_infinities_as_they_came():
+    parsed = answer(b'{"logprob": -Infinity, "score": NaN, "ok": [1.5]}').json()
+    assert compact_json(parsed) == '{"logprob":-Infinity,"score":NaN,"ok":[1.5]}'
+
+
 def test_compact_json_writes_integers_beyond_64_bits():
     assert json.loads(compact_json({"n": 2**70})) == {"n": 2**70}
 
