@@ -223,6 +223,9 @@ class Runner:
     async def _upkeep_loop(self, until_done: bool) -> None:
         last_rescue = last_heartbeat = last_progress = 0.0
         while not self._stop.is_set():
+            # Cleared before the checks: a commit that settles everything while they wait
+            # for the database wakes the next round at once.
+            self._settled.clear()
             now = time.monotonic()
             if now - last_rescue >= self.options.rescue_every:
                 last_rescue = now
@@ -236,7 +239,6 @@ class Runner:
             if until_done and await self._is_done():
                 self.stop()
                 return
-            self._settled.clear()
             await wait_event(self._settled, DONE_CHECK_EVERY)
 
     # -- one request ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from foxbatch import runner as runner_module
 from foxbatch.client import FoxClient, TaskView
 from foxbatch.errors import AuthenticationError, QuotaError
 from foxbatch.models import OnDoubt
@@ -333,3 +334,14 @@ async def test_a_claim_cut_off_by_shutdown_gives_its_rows_back(store, stage):
         assert {(item["status"], item["attempts"]) for item in items} == {("queued", 0)}
     else:
         assert {(item["status"], item["polls"]) for item in items} == {("pending", 0)}
+
+
+async def test_the_end_is_found_when_the_last_result_is_recorded(store, monkeypatch):
+    """The upkeep loop looks for the end as soon as nothing is in flight and everything is
+    committed, not at its next round (made 5 s long here)."""
+    monkeypatch.setattr(runner_module, "DONE_CHECK_EVERY", 5.0)
+    job = seed_job(store, 5)
+    started = time.monotonic()
+    summary = await run_engine(store, Simulator(SimConfig(seed=22, latency_median=0.0)), job)
+    assert summary.counts["succeeded"] == 5
+    assert time.monotonic() - started < 3.0  # the first looks come 0.8 s after the submits
