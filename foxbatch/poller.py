@@ -18,6 +18,9 @@ from foxbatch.submitter import ClaimingStage
 log = logging.getLogger(__name__)
 
 TRANSIENT_POLL_DELAY = 5.0
+# Seconds between the two passes that bring first looks forward: longer than a group commit
+# takes to make a just-created task pending (recorder.MAX_DELAY and the commit itself).
+BRING_FORWARD_AGAIN = 0.2
 MAX_EMPTY_RESULT_POLLS = 10
 RUNNING_STATUSES = frozenset({"pending", "processing", "queued", "running", "in_progress"})
 
@@ -29,7 +32,9 @@ class Poller(ClaimingStage):
         super().__init__(*args, **kwargs)
         self._empty_results: dict[int, int] = {}
         self._unknown_statuses: set[str] = set()
-        self._shortened: dict[str | None, float] = {}
+        # model -> (its shortened first delay, when to bring first looks forward, and whether
+        # to do it once more after that)
+        self._shortened: dict[str | None, tuple[float, float, bool]] = {}
 
     async def claim(self) -> list[PollClaim]:
         """Wait for permits, then claim as many due pending rows as there are permits (first
@@ -39,12 +44,21 @@ class Poller(ClaimingStage):
                                               self._db.repo.release_poll_claims)
 
     async def _bring_first_looks_forward(self) -> None:
-        while self._shortened:
-            model, delay = self._shortened.popitem()
+        """Bring forward the first looks of models whose first delay was shortened: at once,
+        and once more BRING_FORWARD_AGAIN later for rows whose task id was still waiting for
+        its group commit the first time (planned with the longer delay, not yet pending)."""
+        now = self._clock()
+        for model, (delay, due, again) in list(self._shortened.items()):
+            if due > now:
+                continue
             moved = await self._db.call(self._db.repo.bring_first_looks_forward, model, delay,
                                         job_ids=self._job_ids)
             log.debug("%d first look(s) of %s brought forward to %.2fs after their submit",
                       moved, model, delay)
+            if again:
+                self._shortened[model] = (delay, now + BRING_FORWARD_AGAIN, False)
+            else:
+                del self._shortened[model]
 
     async def poll(self, claim: PollClaim) -> None:
         """GET one claimed task (holding one permit) and record what it says.
@@ -108,7 +122,7 @@ class Poller(ClaimingStage):
                                          and view.status not in RUNNING_STATUSES, now=now)
         shortened = self._planner.shortened_first_delay(model)
         if shortened is not None:
-            self._shortened[model] = shortened
+            self._shortened[model] = (shortened, now, True)
 
     def outcome_of_error(self, claim: PollClaim, exc: ApiError) -> Outcome:
         """What a failed poll means: a vanished task is resubmitted, anything else re-polled."""

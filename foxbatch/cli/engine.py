@@ -103,12 +103,13 @@ def drive(app: App, job_ids: list[int] | None, kwargs: dict[str, Any], *, submit
 
 
 def _tune_garbage_collection() -> None:
-    """Keep the cyclic garbage collector off the engine's hot path (this process only runs
-    the engine from here on). Every request allocates a few dozen container objects; with
-    Python's defaults the collector ran ~500 times during a 3,000-task run and, walking the
-    start-up's long-lived objects (SQLAlchemy, click, the store) again and again, took 15% of
-    the engine's time. Those objects are moved out of its sight (gc.freeze) and young
-    objects are collected every GC_YOUNG_THRESHOLD allocations instead of 700: 5% then."""
+    """Keep the cyclic garbage collector off the engine's hot path (what is left of this
+    process is the engine, and for `run -o` an export). Every request allocates a few dozen
+    container objects; with Python's defaults the collector ran ~500 times during a
+    3,000-task run and, walking the start-up's long-lived objects (SQLAlchemy, click, the
+    store) again and again, took 15% of the engine's time. Those objects are moved out of
+    its sight (gc.freeze) and young objects are collected every GC_YOUNG_THRESHOLD
+    allocations instead of 700: 5% then."""
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 

@@ -13,7 +13,7 @@ from foxbatch import runner as runner_module
 from foxbatch.client import FoxClient, TaskView
 from foxbatch.errors import AuthenticationError, QuotaError
 from foxbatch.models import OnDoubt
-from foxbatch.poller import Poller
+from foxbatch.poller import BRING_FORWARD_AGAIN, Poller
 from foxbatch.ratelimit import Limiter
 from foxbatch.recorder import Recorder, StoreThread
 from foxbatch.runner import Runner
@@ -277,18 +277,22 @@ async def test_first_looks_planned_before_anything_was_learned_move_without_a_ge
 
 async def test_first_looks_planned_with_a_delay_since_halved_are_brought_forward(store):
     """Twenty first looks that all find the task done halve the first delay; the poller's
-    next claim then brings the first looks still planned with the default forward."""
-    job = seed_job(store, 30)
+    next claim then brings the first looks still planned with the default forward, and a
+    claim BRING_FORWARD_AGAIN later those of tasks whose creation was still waiting for its
+    group commit the first time."""
+    job = seed_job(store, 40)
     planner = PollPlanner()
-    sent = time.time()
-    claims = store.claim_queued("w", 30, lease_seconds=30)
-    store.apply([TaskCreated(c.item_id, c.lease_token, c.attempt, f"t{c.row_key}", sent,
-                             planner.first_poll_at(c.model, sent)) for c in claims])
+    clock = FakeClock(time.time())
+    sent = clock.now
+    claims = store.claim_queued("w", 40, lease_seconds=30)
+    created = [TaskCreated(c.item_id, c.lease_token, c.attempt, f"t{c.row_key}", sent,
+                           planner.first_poll_at(c.model, sent)) for c in claims]
+    store.apply(created[:30])
     db = StoreThread(store)
     async with FoxClient("http://sim", "sk-t", transport=httpx.ASGITransport(
             app=Simulator(SimConfig()).app)) as client:
         poller = Poller(db, client, Limiter(8), Recorder(db), planner, EngineOptions(),
-                        owner="w", job_ids=[job])
+                        owner="w", job_ids=[job], clock=clock)
         done = TaskView("t", "completed", 100, {"choices": []}, None, None)
         for i in range(20):
             looked = PollClaim(item_id=10_000 + i, job_id=job, task_id="t", model="gpt-5.4",
@@ -296,11 +300,24 @@ async def test_first_looks_planned_with_a_delay_since_halved_are_brought_forward
                                lease_token="x")
             poller.outcome_of_view(looked, done)
         await poller.claim()
+        store.apply(created[30:])  # their group commit comes after the first pass
+        clock.now += BRING_FORWARD_AGAIN
+        await poller.claim()
     db.close()
     halved = planner.first_delay("gpt-5.4")
     assert halved < planner.default_first * 0.75
     due = [item["next_poll_at"] - item["submitted_at"] for item in store.iter_items(job)]
-    assert due == pytest.approx([halved] * 30)
+    assert due == pytest.approx([halved] * 40)
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.mark.parametrize("stage", ["submit", "poll"])
