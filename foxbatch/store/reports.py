@@ -90,10 +90,13 @@ class ReportQueries(Queries):
         Only for models where at least `coverage` of those rows showed progress. A task done
         at its first look shows none, and its time from submit to result is only an upper
         bound; where many were, the rest are the slow end of the model's tasks, and a run
-        that started from them would look at the fast ones too late."""
+        that started from them would look at the fast ones too late.
+
+        "Recent" by submit, not by result: the last results of a batch are its slowest tasks,
+        and a run that started from those would look too late at all the others."""
         stmt = (select(items.c.model, items.c.least_duration)
                 .where(items.c.status == "succeeded", *_job_filter(job_ids))
-                .order_by(items.c.finished_at.desc()).limit(limit))
+                .order_by(items.c.submitted_at.desc()).limit(limit))
         found: dict[str | None, list[float | None]] = defaultdict(list)
         with self._read() as conn:
             for model, duration in conn.execute(stmt):

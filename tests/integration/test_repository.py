@@ -336,3 +336,24 @@ def test_a_claims_attempt_rows_are_inserted_as_sqlalchemy_would(repo):
     assert "RETURNING" not in insert.upper()
     assert all([(a["number"], a["outcome"]) for a in repo.attempts_of(c.item_id)] == [
         (1, "sending")] for c in claims)
+
+
+def test_recent_durations_are_those_of_the_last_submitted_tasks(db_url):
+    """The last results of a batch are its slowest tasks: the durations a run starts from are
+    those of the tasks submitted last, whatever order their results came in."""
+    from foxbatch.store import open_store
+
+    clock = Clock()
+    repo = Repository(open_store(db_url).engine, clock=clock)
+    seeded(repo, 10)
+    claims = sorted(repo.claim_queued("w", 10, lease_seconds=30), key=lambda c: c.item_id)
+    repo.apply([TaskCreated(c.item_id, c.lease_token, 1, f"t{c.row_key}", clock.now + i,
+                            clock.now) for i, c in enumerate(claims)])
+    looks = sorted(repo.claim_due_polls("w", 10, lease_seconds=30), key=lambda c: c.item_id)
+    repo.apply([PollLater(c.item_id, c.lease_token, clock.now, least_duration=float(i))
+                for i, c in enumerate(looks)])
+    done = sorted(repo.claim_due_polls("w", 10, lease_seconds=30), key=lambda c: c.item_id)
+    repo.apply([TaskSucceeded(c.item_id, c.lease_token, 1, "{}", "ok", "stop", "gpt-5.4", 1, 1,
+                              2, finished_at=clock.now + 100 - i) for i, c in enumerate(done)])
+    assert sorted(repo.recent_durations(limit=5)["gpt-5.4"]) == [5.0, 6.0, 7.0, 8.0, 9.0]
+    repo.engine.dispose()
