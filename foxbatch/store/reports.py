@@ -37,7 +37,7 @@ IN_FLIGHT = ("submitting", "pending")
 
 # The share of a model's recent tasks that must have shown progress for a run to start from
 # their durations (see recent_durations).
-SEED_COVERAGE = 0.9
+SEED_COVERAGE = 0.95
 
 
 class ReportQueries(Queries):
