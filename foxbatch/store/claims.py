@@ -207,18 +207,17 @@ class ClaimQueries(Queries):
 
     def _apply_requeue(self, conn: Connection, batch: list[Requeue], now: float) -> int:
         self._close_attempts(conn, batch, now)
-        return sum(_REQUEUED_ITEM[status].run_many(conn, [
-            {"b_id": o.item_id, "b_token": o.lease_token, "b_next": o.next_attempt_at,
-             "b_code": o.error_code, "b_message": o.error_message,
-             "b_doubt": int(o.in_doubt), "b_free": int(o.free)} for o in group], b_now=now)
-            for status, group in _by_status(batch).items())
+        return _REQUEUED_ITEM.run_many(conn, [
+            {"b_id": o.item_id, "b_token": o.lease_token, "b_status": o.expected_status,
+             "b_next": o.next_attempt_at, "b_code": o.error_code,
+             "b_message": o.error_message, "b_doubt": int(o.in_doubt), "b_free": int(o.free)}
+            for o in batch], b_now=now)
 
     def _apply_fail(self, conn: Connection, batch: list[Fail], now: float) -> int:
         self._close_attempts(conn, batch, now)
-        return sum(_FAILED_ITEM[status].run_many(conn, [
-            {"b_id": o.item_id, "b_token": o.lease_token, "b_code": o.error_code,
-             "b_message": o.error_message} for o in group], b_now=now)
-            for status, group in _by_status(batch).items())
+        return _FAILED_ITEM.run_many(conn, [
+            {"b_id": o.item_id, "b_token": o.lease_token, "b_status": o.expected_status,
+             "b_code": o.error_code, "b_message": o.error_message} for o in batch], b_now=now)
 
     @staticmethod
     def _close_attempts(conn: Connection, batch: Sequence[Requeue | Fail], now: float) -> None:
@@ -322,8 +321,9 @@ class ClaimQueries(Queries):
         return submitting + polling
 
 
-def _owned_update(expected_status: str) -> Any:
-    """UPDATE items for one claimed row: applies only while status and lease token still match."""
+def _owned_update(expected_status: Any) -> Any:
+    """UPDATE items for one claimed row: applies only while status (a value, or a bound
+    parameter) and lease token still match."""
     return update(items).where(items.c.id == bindparam("b_id"),
                                items.c.status == expected_status,
                                items.c.lease_token == bindparam("b_token"))
@@ -394,13 +394,6 @@ def _case_pending(until: float, current: Any) -> Any:
     return case((items.c.status == "pending", until), else_=current)
 
 
-def _by_status(batch: Sequence[Requeue | Fail]) -> dict[str, list[Any]]:
-    groups: dict[str, list[Any]] = defaultdict(list)
-    for outcome in batch:
-        groups[outcome.expected_status].append(outcome)
-    return groups
-
-
 def _attempt_error(code: str | None, message: str | None) -> str | None:
     if code is None and message is None:
         return None
@@ -446,20 +439,19 @@ _POLL_LATER_ITEM = Prepared(_owned_update("pending").values(
 _CLOSED_ATTEMPT = Prepared(_owned_attempt_update(
     outcome=bindparam("b_outcome"), http_status=bindparam("b_http"),
     error=bindparam("b_error"), in_doubt=bindparam("b_doubt"), finished_at=bindparam("b_now")))
-_CLAIMED_STATUSES = ("submitting", "pending")
-_REQUEUED_ITEM = {status: Prepared(_owned_update(status).values(
+_REQUEUED_ITEM = Prepared(_owned_update(bindparam("b_status")).values(
     status=_queued_unless_cancelled(), finished_at=_now_if_cancelled(bindparam("b_now")),
     next_attempt_at=bindparam("b_next"),
     error_code=bindparam("b_code"), error_message=bindparam("b_message"),
     in_doubt_resubmits=items.c.in_doubt_resubmits + bindparam("b_doubt"),
     free_attempts=items.c.free_attempts + bindparam("b_free"), task_id=None,
     next_poll_at=None, lease_owner=None, lease_token=None, lease_until=None,
-    updated_at=bindparam("b_now"))) for status in _CLAIMED_STATUSES}
-_FAILED_ITEM = {status: Prepared(_owned_update(status).values(
+    updated_at=bindparam("b_now")))
+_FAILED_ITEM = Prepared(_owned_update(bindparam("b_status")).values(
     status="failed", error_code=bindparam("b_code"),
     error_message=bindparam("b_message"), next_poll_at=None, next_attempt_at=None,
     lease_owner=None, lease_token=None, lease_until=None, finished_at=bindparam("b_now"),
-    updated_at=bindparam("b_now"))) for status in _CLAIMED_STATUSES}
+    updated_at=bindparam("b_now")))
 
 _APPLIERS: dict[type, Callable[..., int]] = {
     TaskCreated: ClaimQueries._apply_created,
