@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -293,26 +292,12 @@ def completion_fields(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def compact_json(value: Any) -> str:
-    """`value` as compact JSON text, non-ASCII kept: orjson, or the standard library where
-    orjson would not write it as it is (NaN and infinities, which orjson writes as null;
-    integers beyond 64 bits)."""
-    if _all_finite(value):
-        try:
-            return orjson.dumps(value).decode()
-        except TypeError:
-            pass
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _all_finite(value: Any) -> bool:
-    """False if `value` holds a NaN or an infinity anywhere."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_all_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_all_finite(v) for v in value)
-    return True
+    """`value` as compact JSON text, non-ASCII kept: orjson, or the standard library for what
+    orjson does not write (wire.NonFiniteFloat, integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _text(content: object) -> str | None:

@@ -37,12 +37,18 @@ class Answer:
     body: bytes
 
     def json(self) -> Any:
-        """The body parsed as JSON (orjson, or the standard library for what orjson refuses,
-        such as NaN); ValueError when it is not JSON."""
+        """The body parsed as JSON (orjson, or the standard library for what orjson refuses:
+        NaN and infinities, read as NonFiniteFloat); ValueError when it is not JSON."""
         try:
             return orjson.loads(self.body)
         except orjson.JSONDecodeError:
-            return json.loads(self.body)
+            return json.loads(self.body, parse_constant=NonFiniteFloat)
+
+
+class NonFiniteFloat(float):
+    """A NaN or an infinity read from an answer. orjson refuses to write this float subclass
+    (it would write the value itself as null), so whoever writes it back out falls back to
+    the standard library, which keeps it as it came."""
 
 
 @dataclass(frozen=True)
